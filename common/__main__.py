@@ -1,0 +1,125 @@
+"""Command-line entries: an echo server and an interactive client.
+
+    python3 -m common echo [--host H] [--port P] [--max-size N] [-v]
+    python3 -m common client ws://localhost:5678/ [-v]
+
+The echo server is the usual target of conformance suites; the client prints
+what arrives and sends each line typed (try it against test2: ``GET_TIME``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+
+from . import ConnectionClosed, InvalidHandshake, ServerConnection, connect, serve
+
+
+async def echo(ws: ServerConnection) -> None:
+    """Send every message back: text as text, binary as binary."""
+    async for message in ws:
+        await ws.send(message)
+
+
+async def run_echo(host: str, port: int, max_size: int) -> None:
+    async with serve(echo, host, port, max_size=max_size, max_queue=64) as server:
+        host_, port_ = server.sockets[0].getsockname()[:2]
+        print(f"listening on ws://{host_}:{port_}", flush=True)
+        await _wait_for_stop_signal()
+
+
+async def _wait_for_stop_signal() -> None:
+    """Return on SIGINT or SIGTERM, so that the server closes cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set_result, None)
+    await stop
+
+
+def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+    """Runs in a thread: input() blocks, so lines are handed to the loop."""
+    try:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
+    finally:
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+
+async def run_client(uri: str) -> int:
+    try:
+        ws = await connect(uri)
+    except (OSError, InvalidHandshake, ValueError, TimeoutError) as exc:
+        print(f"cannot connect to {uri}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(f"connected to {uri}; type a message and press Enter (Ctrl+D to quit)", file=sys.stderr)
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    threading.Thread(target=_read_lines, args=(loop, lines), daemon=True).start()
+
+    async def print_incoming() -> None:
+        async for message in ws:
+            print(f"< {message!r}" if isinstance(message, bytes) else f"< {message}", flush=True)
+
+    receiver = asyncio.create_task(print_incoming())
+    try:
+        while (line := await _first(lines.get(), receiver)) is not None:
+            await ws.send(line)
+        await ws.close()
+        await receiver
+    except ConnectionClosed as exc:
+        print(f"connection closed: {exc}", file=sys.stderr)
+        return 1
+    print(f"connection closed: {ws._closed_exception()}", file=sys.stderr)
+    return 0
+
+
+async def _first(get_line: object, receiver: asyncio.Task[None]) -> str | None:
+    """The next typed line; raises if the connection ends first."""
+    getter = asyncio.ensure_future(get_line)  # type: ignore[arg-type]
+    done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    if getter in done:
+        return getter.result()
+    getter.cancel()
+    receiver.result()
+    raise ConnectionClosed(None, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m common", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame (the wire view)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    echo_parser = commands.add_parser("echo", help="run an echo server")
+    echo_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    echo_parser.add_argument("--port", type=int, default=5678, help="port (default: 5678; 0 picks a free one)")
+    echo_parser.add_argument(
+        "--max-size",
+        type=int,
+        default=64 * 2**20,
+        help="largest message accepted, in bytes (default: 64 MiB, enough for conformance suites)",
+    )
+    client_parser = commands.add_parser("client", help="an interactive client")
+    client_parser.add_argument("uri", help="for example ws://localhost:5678/")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(message)s",
+    )
+    try:
+        if args.command == "echo":
+            asyncio.run(run_echo(args.host, args.port, args.max_size))
+            return 0
+        return asyncio.run(run_client(args.uri))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Sending one message to many connections: :func:`broadcast`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from .connection import Connection, Data, State
+from .frames import Opcode, encode_header
+
+__all__ = ["broadcast"]
+
+logger = logging.getLogger("common")
+
+
+def broadcast(connections: Iterable[Connection], message: Data) -> None:
+    """Send ``message`` to every open connection, without waiting.
+
+    Not a coroutine: waiting for one slow client would stall all the others.
+    The frame is encoded once and written to each connection as it is; a
+    connection whose send buffer is over its ``write_limit`` is skipped (and
+    logged), so that it cannot make the server's memory grow. Client
+    connections mask every frame with their own key, so they are written to
+    one at a time.
+    """
+    if isinstance(message, str):
+        opcode, payload = Opcode.TEXT, message.encode()
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        opcode, payload = Opcode.BINARY, bytes(message)
+    else:
+        raise TypeError(f"cannot broadcast {type(message).__name__}: expected str or bytes")
+    frame = encode_header(opcode, len(payload)) + payload
+    skipped = 0
+    for connection in connections:
+        if connection.state is not State.OPEN:
+            continue
+        transport = connection.transport
+        if transport.get_write_buffer_size() > connection.write_limit:
+            skipped += 1
+            continue
+        if connection.is_client or connection.extension is not None or connection.debug:
+            connection._write_message(opcode, payload)
+        else:
+            transport.write(frame)
+    if skipped:
+        logger.warning("broadcast skipped %d connection(s) that are not reading fast enough", skipped)

@@ -1,0 +1,159 @@
+"""The client side: :func:`connect` and :class:`ClientConnection`."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from collections.abc import Generator, Sequence
+from types import TracebackType
+from typing import Any
+
+from . import deflate
+from .connection import Connection
+from .exceptions import InvalidHandshake, InvalidMessage, NegotiationError
+from .handshake import build_request, check_response, generate_key
+from .http11 import parse_response, read_head
+
+__all__ = ["connect", "ClientConnection", "parse_uri"]
+
+
+class ClientConnection(Connection):
+    """The client's end of a WebSocket: it masks every frame it sends (§5.3)."""
+
+    is_client = True
+
+
+def parse_uri(uri: str) -> tuple[bool, str, int, str]:
+    """Split a ``ws://`` or ``wss://`` URI into (secure, host, port, path) (§3)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"{uri!r} is not a WebSocket URI: it must start with ws:// or wss://")
+    if parts.fragment:
+        raise ValueError(f"{uri!r}: a WebSocket URI has no #fragment (RFC 6455 §3)")
+    if not parts.hostname:
+        raise ValueError(f"{uri!r} has no host")
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return secure, parts.hostname, port, path
+
+
+class connect:
+    """Open a WebSocket client connection.
+
+    Use it as ``async with connect(uri) as ws:`` (closed on exit) or as
+    ``ws = await connect(uri)``. ``origin`` sets the ``Origin`` header;
+    ``extra_headers`` adds headers to the request; ``subprotocols`` lists
+    the subprotocols to offer; ``compression="deflate"`` offers
+    permessage-deflate (RFC 7692), None does not. ``open_timeout`` bounds the
+    TCP connection and the handshake together; ``ssl`` takes an
+    :class:`ssl.SSLContext` (a default one is made for ``wss://``). The other
+    options are those of :class:`~common.connection.Connection`.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        origin: str | None = None,
+        extra_headers: Sequence[tuple[str, str]] | dict[str, str] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        compression: str | None = "deflate",
+        max_size: int | None = 2**20,
+        max_queue: int = 16,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        open_timeout: float | None = 10,
+        close_timeout: float = 10,
+        write_limit: int = 65536,
+        ssl: Any = None,
+    ) -> None:
+        if compression not in (None, "deflate"):
+            raise ValueError(f"unsupported compression {compression!r}: use 'deflate' or None")
+        self.uri = uri
+        self.origin = origin
+        self.extra_headers = extra_headers
+        self.subprotocols = subprotocols
+        self.compression = compression
+        self.open_timeout = open_timeout
+        self.ssl = ssl
+        self.options = dict(
+            max_size=max_size,
+            max_queue=max_queue,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            write_limit=write_limit,
+        )
+        self.connection: ClientConnection | None = None
+
+    async def _connect(self) -> ClientConnection:
+        secure, host, port, path = parse_uri(self.uri)
+        if self.ssl is not None and not secure:
+            raise ValueError("ssl= given for a ws:// URI; use wss://")
+        ssl = self.ssl if self.ssl is not None else True if secure else None
+        async with asyncio.timeout(self.open_timeout):
+            reader, writer = await asyncio.open_connection(host, port, ssl=ssl)
+            try:
+                return await self._handshake(reader, writer, host, port, secure, path)
+            except BaseException:
+                writer.transport.abort()
+                raise
+
+    async def _handshake(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str,
+        port: int,
+        secure: bool,
+        path: str,
+    ) -> ClientConnection:
+        key = generate_key()
+        default_port = 443 if secure else 80
+        host_header = f"[{host}]" if ":" in host else host
+        if port != default_port:
+            host_header += f":{port}"
+        offer = deflate.client_offer() if self.compression == "deflate" else None
+        writer.write(
+            build_request(
+                host_header,
+                path,
+                key,
+                origin=self.origin,
+                subprotocols=self.subprotocols,
+                extensions=offer,
+                extra_headers=self.extra_headers,
+            )
+        )
+        try:
+            response = parse_response(await read_head(reader))
+        except InvalidMessage as exc:
+            raise InvalidHandshake(f"invalid answer from the server: {exc}") from None
+        subprotocol = check_response(response, key, self.subprotocols)
+        answered = response.headers.get_all("Sec-WebSocket-Extensions")
+        extension = None
+        if answered:
+            if offer is None:
+                raise NegotiationError(f"server answered extensions we did not offer: {answered}")
+            extension = deflate.client_accept(answered)
+        connection = ClientConnection(reader, writer, extension=extension, subprotocol=subprotocol, **self.options)
+        connection.path = path
+        connection.response_headers = response.headers
+        connection.start()
+        return connection
+
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> ClientConnection:
+        self.connection = await self._connect()
+        return self.connection
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self.connection is not None
+        await self.connection.close()

@@ -1,0 +1,494 @@
+"""A WebSocket connection over asyncio streams (RFC 6455 §5–§7).
+
+One background task per connection reads from the socket in large chunks and
+feeds a sans-I/O :class:`~common.protocol.Receiver`; it answers pings at once,
+queues messages for :meth:`Connection.recv` and runs the close handshake.
+Writing is synchronous (``StreamWriter.write``) and only awaits when the
+socket's send buffer is over ``write_limit``, so a send never yields to the
+event loop while the peer keeps up.
+
+All methods must be called from the event loop's thread. A thread that wants
+to send hands the data over with ``loop.call_soon_threadsafe`` (or
+``asyncio.run_coroutine_threadsafe(ws.send(data), loop)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import struct
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Union
+
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    ProtocolError,
+)
+from .frames import Close, CloseCode, Opcode, apply_mask, encode_header
+from .http11 import Headers
+from .protocol import Receiver
+
+__all__ = ["Connection", "State", "Data"]
+
+logger = logging.getLogger("common")
+
+Data = Union[str, bytes]
+
+# How much one read asks for. Large reads let one feed() parse many frames;
+# asyncio's selector transport reads at most 256 KiB at a time anyway.
+READ_SIZE = 262144
+
+# Compressing tiny messages costs more than it saves (see bench/).
+COMPRESSION_THRESHOLD = 128
+
+
+class State(enum.IntEnum):
+    """The connection's state (RFC 6455 §4.1, §7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+def _describe(opcode: int, payload: Any, fin: bool = True, rsv1: bool = False, size: int | None = None) -> str:
+    """Render a frame for the wire view: opcode, FIN, length, first bytes."""
+    name = Opcode(opcode).name if opcode in Opcode._value2member_map_ else hex(opcode)
+    if isinstance(payload, Close):
+        body = str(payload)
+    elif isinstance(payload, str):
+        body = repr(payload if len(payload) <= 60 else payload[:57] + "...")
+    elif opcode == Opcode.TEXT:
+        body = repr(bytes(payload[:60]).decode(errors="replace"))
+    else:
+        body = bytes(payload[:24]).hex(" ") + (" ..." if len(payload) > 24 else "")
+    flags = "" if fin else ", fin=0"
+    if rsv1:
+        flags += f", compressed to {size} bytes"
+    length = len(payload.serialize()) if isinstance(payload, Close) else len(payload)
+    return f"{name} {body} [{length} bytes{flags}]"
+
+
+class Connection:
+    """One open WebSocket; see :class:`common.server.ServerConnection` and
+    :class:`common.client.ClientConnection` for the two sides.
+
+    ``max_size`` bounds an incoming message (None: no bound, 1009 beyond it);
+    ``max_queue`` bounds how many received messages wait for :meth:`recv`
+    before reading from the socket pauses; ``ping_interval`` and
+    ``ping_timeout`` drive keepalive (None disables); ``close_timeout`` bounds
+    each wait of the close handshake; ``write_limit`` is the send buffer size
+    beyond which :meth:`send` waits and :func:`~common.broadcast` skips.
+    """
+
+    is_client = False
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        max_size: int | None = 2**20,
+        max_queue: int = 16,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        close_timeout: float = 10,
+        write_limit: int = 65536,
+        extension: Any = None,
+        subprotocol: str | None = None,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.transport = writer.transport
+        self.loop = asyncio.get_running_loop()
+        self.max_queue = max_queue
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.write_limit = write_limit
+        self.extension = extension
+        self.subprotocol = subprotocol
+        self.request_headers = Headers()
+        self.response_headers = Headers()
+        self.path = "/"
+        self.remote_address = writer.get_extra_info("peername")
+        self.state = State.OPEN
+        # Decided once: checking the logger for every frame would cost more.
+        self.debug = logger.isEnabledFor(logging.DEBUG)
+        self.receiver = Receiver(
+            expect_masked=not self.is_client,
+            max_size=max_size,
+            extension=extension,
+            log=self._log_frame_in if self.debug else None,
+        )
+        self.close_sent: Close | None = None
+        self.close_rcvd: Close | None = None
+        self.close_rcvd_then_sent: bool | None = None
+        self._messages: deque[Data] = deque()
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._resume_reading: asyncio.Future[None] | None = None
+        self._pending_failure: ProtocolError | None = None
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed: asyncio.Future[None] = self.loop.create_future()
+        self._reader_task: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the close frame received, 1006 if none, None while open."""
+        if self.state is not State.CLOSED:
+            return None
+        return self.close_rcvd.code if self.close_rcvd else CloseCode.ABNORMAL_CLOSURE
+
+    @property
+    def close_reason(self) -> str | None:
+        if self.state is not State.CLOSED:
+            return None
+        return self.close_rcvd.reason if self.close_rcvd else ""
+
+    async def recv(self) -> Data:
+        """Return the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises :class:`ConnectionClosedOK` after a normal close and
+        :class:`ConnectionClosedError` otherwise, once every message received
+        before the close was returned.
+        """
+        while True:
+            if self._messages:
+                message = self._messages.popleft()
+                if self._resume_reading is not None and len(self._messages) < self.max_queue:
+                    if not self._resume_reading.done():
+                        self._resume_reading.set_result(None)
+                    self._resume_reading = None
+                return message
+            if self._pending_failure is not None:
+                # Everything that came before the bad frame was delivered.
+                self._fail(self._pending_failure)
+            if self.state is State.CLOSED or self._pending_failure is not None:
+                await asyncio.shield(self._closed)
+                raise self._closed_exception()
+            if self._recv_waiter is not None:
+                raise RuntimeError("recv() called while another coroutine is already waiting for a message")
+            self._recv_waiter = self.loop.create_future()
+            try:
+                await self._recv_waiter
+            finally:
+                self._recv_waiter = None
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        """Yield messages until the connection closes; quiet on 1000/1001."""
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    async def send(self, message: Data | Iterable[Data]) -> None:
+        """Send a text (``str``) or binary (``bytes``) message.
+
+        An iterable of ``str`` or of ``bytes`` is sent as one fragmented
+        message, one frame per item (§5.4). Waits only while the send buffer
+        is over ``write_limit``. Raises :class:`ConnectionClosed` when closed.
+        """
+        if self.state is not State.OPEN:
+            await self._raise_closed()
+        if isinstance(message, str):
+            self._write_message(Opcode.TEXT, message.encode())
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            self._write_message(Opcode.BINARY, bytes(message))
+        elif isinstance(message, Iterable):
+            self._write_fragments(message)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}: expected str, bytes or an iterable of them")
+        if self.transport.get_write_buffer_size() > self.write_limit:
+            try:
+                await self.writer.drain()
+            except ConnectionError:
+                await self._raise_closed()
+
+    async def ping(self, data: Data | None = None) -> asyncio.Future[float]:
+        """Send a ping (§5.5.2); return a future resolved by the matching pong.
+
+        The future's result is the round-trip time in seconds. ``data``
+        defaults to 4 random bytes. A pong also acknowledges earlier pings.
+        """
+        if self.state is not State.OPEN:
+            await self._raise_closed()
+        payload = data.encode() if isinstance(data, str) else os.urandom(4) if data is None else bytes(data)
+        if payload in self._pings:
+            raise RuntimeError("already waiting for a pong with the same data")
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self._pings[payload] = (waiter, time.monotonic())
+        self._write_frame(Opcode.PING, payload)
+        return waiter
+
+    async def pong(self, data: Data = b"") -> None:
+        """Send an unsolicited pong: a unidirectional heartbeat (§5.5.3)."""
+        if self.state is not State.OPEN:
+            await self._raise_closed()
+        self._write_frame(Opcode.PONG, data.encode() if isinstance(data, str) else bytes(data))
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Run the close handshake (§7.1.2) and wait for the TCP connection to end.
+
+        Each wait is bounded by ``close_timeout``, after which the connection
+        is aborted. Closing a closed connection does nothing.
+        """
+        if self.state is State.OPEN:
+            self._send_close(Close(code, reason))
+        await asyncio.shield(self._closed)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed."""
+        await asyncio.shield(self._closed)
+
+    # ------------------------------------------------------------ reading side
+
+    def start(self) -> None:
+        """Start reading; called by the server or client after the handshake."""
+        if self.debug:
+            logger.debug("= connection is OPEN")
+        self._reader_task = self.loop.create_task(self._read_loop())
+        if self.ping_interval is not None:
+            self._timer = self.loop.call_later(self.ping_interval, self._keepalive)
+
+    async def _read_loop(self) -> None:
+        read = self.reader.read
+        feed = self.receiver.feed
+        try:
+            while True:
+                data = await read(READ_SIZE)
+                if not data:
+                    break
+                for opcode, payload in feed(data):
+                    if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+                        self._messages.append(payload)  # type: ignore[arg-type]
+                    elif opcode is None:
+                        self._protocol_error(payload)  # type: ignore[arg-type]
+                    else:
+                        self._control(opcode, payload)
+                if self._messages:
+                    waiter = self._recv_waiter
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                    if len(self._messages) >= self.max_queue and self.state is State.OPEN:
+                        # Backpressure: stop reading, let TCP push back on the peer.
+                        self._resume_reading = self.loop.create_future()
+                        await self._resume_reading
+        except (ConnectionError, OSError) as exc:
+            if self.debug:
+                logger.debug("! connection lost: %s", exc)
+        finally:
+            self._connection_lost()
+
+    def _control(self, opcode: int, payload: Any) -> None:
+        if opcode == Opcode.PING:
+            # §5.5.2: a Pong with the same payload, as soon as practical.
+            if self.state is State.OPEN:
+                self._write_frame(Opcode.PONG, payload)
+        elif opcode == Opcode.PONG:
+            self._acknowledge_pings(payload)
+        else:
+            self._close_received(payload)
+
+    def _acknowledge_pings(self, payload: bytes) -> None:
+        if payload not in self._pings:
+            return  # unsolicited pong: a heartbeat, nothing to do (§5.5.3)
+        now = time.monotonic()
+        # A pong acknowledges its ping and every ping sent before it.
+        for data in list(self._pings):
+            waiter, sent_at = self._pings.pop(data)
+            if not waiter.done():
+                waiter.set_result(now - sent_at)
+            if data == payload:
+                break
+
+    def _close_received(self, close: Close) -> None:
+        """The peer started or answered the close handshake (§5.5.1, §7.1.5)."""
+        self.close_rcvd = close
+        if self.state is State.OPEN:
+            self.close_rcvd_then_sent = True
+            # Echo the code; a close without a code is answered without one.
+            self._send_close(close)
+        elif self.close_rcvd_then_sent is None:
+            self.close_rcvd_then_sent = False
+        if not self.is_client:
+            # §7.1.1: the server closes the TCP connection first.
+            self.transport.close()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        """Fail the connection (§7.1.7), after earlier messages were delivered.
+
+        If messages are still waiting for the application, the failing close
+        goes out once :meth:`recv` has returned them all (or after
+        ``close_timeout``), so that a handler can answer them first.
+        """
+        if self.debug:
+            logger.debug("! %s", exc)
+        if not self._messages:
+            self._fail(exc)
+            return
+        self._pending_failure = exc
+        self.loop.call_later(self.close_timeout, self._fail, exc)
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self._pending_failure = None
+        if self.state is State.OPEN:
+            self._send_close(Close(exc.code, str(exc)[:123]))
+            if not self.is_client:
+                self._half_close()
+
+    def _half_close(self) -> None:
+        """Server side: end our direction now, then read until the peer leaves.
+
+        Closing outright with unread data in the receive buffer makes the
+        kernel send a reset, which can destroy the close frame in flight.
+        """
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+
+    def _connection_lost(self) -> None:
+        self.state = State.CLOSED
+        if self.debug:
+            logger.debug("= connection is CLOSED")
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport.close()
+        for waiter, _ in self._pings.values():
+            if not waiter.done():
+                waiter.set_exception(self._closed_exception())
+                waiter.exception()  # nobody may be awaiting it: mark it retrieved
+        self._pings.clear()
+        for future in (self._recv_waiter, self._resume_reading):
+            if future is not None and not future.done():
+                future.set_result(None)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    # ------------------------------------------------------------ writing side
+
+    def _write_message(self, opcode: int, payload: bytes) -> None:
+        extension = self.extension
+        if extension is not None and len(payload) >= COMPRESSION_THRESHOLD:
+            compressed = extension.encode(payload)
+            self._write_frame(opcode, compressed, rsv1=True, original=payload)
+        else:
+            self._write_frame(opcode, payload)
+
+    def _write_fragments(self, fragments: Iterable[Data]) -> None:
+        iterator = iter(fragments)
+        try:
+            current = next(iterator)
+        except StopIteration:
+            return
+        is_text = isinstance(current, str)
+        opcode = Opcode.TEXT if is_text else Opcode.BINARY
+        for following in iterator:
+            if isinstance(following, str) != is_text:
+                raise TypeError("all fragments of a message must be str, or all bytes")
+            self._write_frame(opcode, _to_bytes(current), fin=False)
+            opcode = Opcode.CONT
+            current = following
+        self._write_frame(opcode, _to_bytes(current))
+
+    def _write_frame(
+        self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, original: bytes | None = None
+    ) -> None:
+        if self.debug:
+            shown = original if original is not None else payload
+            logger.debug("> %s", _describe(opcode, shown, fin, rsv1, len(payload)))
+        header = encode_header(opcode, len(payload), fin, rsv1)
+        if self.is_client:
+            # §5.3: a fresh, unpredictable key for every frame.
+            key = os.urandom(4)
+            self.writer.write(
+                bytes((header[0], header[1] | 0x80)) + header[2:] + key + apply_mask(payload, key)
+            )
+        else:
+            self.writer.write(header + payload)
+
+    def _send_close(self, close: Close) -> None:
+        self.close_sent = close
+        if self.close_rcvd_then_sent is None and self.close_rcvd is None:
+            self.close_rcvd_then_sent = False
+        self.state = State.CLOSING
+        if self.debug:
+            logger.debug("= connection is CLOSING")
+        if self._resume_reading is not None and not self._resume_reading.done():
+            # Reading must go on to see the peer's close, whatever is queued.
+            self._resume_reading.set_result(None)
+        self._write_frame(Opcode.CLOSE, close.serialize())
+        if self._timer is not None:
+            self._timer.cancel()
+        # Bound the rest of the handshake: after close_timeout, abort.
+        self._timer = self.loop.call_later(self.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        if self.debug:
+            logger.debug("! close handshake timed out; aborting the connection")
+        self.transport.abort()
+
+    def _keepalive(self) -> None:
+        """Ping every ping_interval; close with 1011 if no pong in ping_timeout."""
+        if self.state is not State.OPEN:
+            return
+        payload = struct.pack("!I", int(time.monotonic() * 1000) & 0xFFFFFFFF)
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self._pings[payload] = (waiter, time.monotonic())
+        self._write_frame(Opcode.PING, payload)
+        if self.debug:
+            logger.debug("% sent keepalive ping")
+        if self.ping_timeout is not None:
+            self._timer = self.loop.call_later(self.ping_timeout, self._keepalive_expired, waiter)
+        else:
+            self._timer = self.loop.call_later(self.ping_interval, self._keepalive)  # type: ignore[arg-type]
+
+    def _keepalive_expired(self, waiter: asyncio.Future[float]) -> None:
+        if self.state is not State.OPEN:
+            return
+        if waiter.done():
+            delay = max(0.0, self.ping_interval - self.ping_timeout)  # type: ignore[operator]
+            self._timer = self.loop.call_later(delay, self._keepalive)
+            return
+        logger.info("no pong within %s s; closing the connection", self.ping_timeout)
+        self._send_close(Close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
+        if not self.is_client:
+            self._half_close()
+
+    # ----------------------------------------------------------------- helpers
+
+    def _log_frame_in(self, opcode: int, fin: bool, rsv1: bool, payload: bytes) -> None:
+        logger.debug("< %s", _describe(opcode, payload, fin, rsv1, len(payload)))
+
+    def _closed_exception(self) -> ConnectionClosed:
+        # A close without a code (1005) is how browsers close by default.
+        ok = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
+        rcvd, sent = self.close_rcvd, self.close_sent
+        if rcvd is not None and sent is not None and rcvd.code in ok and sent.code in ok:
+            return ConnectionClosedOK(rcvd, sent, self.close_rcvd_then_sent)
+        return ConnectionClosedError(rcvd, sent, self.close_rcvd_then_sent)
+
+    async def _raise_closed(self) -> None:
+        """Raise ConnectionClosed once the closing connection has closed."""
+        await asyncio.shield(self._closed)
+        raise self._closed_exception()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.remote_address} {self.state.name}>"
+
+
+def _to_bytes(data: Data) -> bytes:
+    return data.encode() if isinstance(data, str) else bytes(data)

@@ -1,0 +1,186 @@
+"""The opening handshake (RFC 6455 §4), as plain functions without I/O.
+
+The server side turns a parsed :class:`~common.http11.Request` into the
+headers of a ``101 Switching Protocols`` answer, or raises an
+:class:`~common.exceptions.InvalidHandshake` that says which HTTP status to
+answer instead. The client side builds the request and checks the answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Sequence
+from http import HTTPStatus
+
+from .exceptions import (
+    InvalidHandshake,
+    InvalidHeader,
+    InvalidOrigin,
+    InvalidStatus,
+    InvalidUpgrade,
+    NegotiationError,
+)
+from .http11 import Headers, Request, Response
+
+__all__ = [
+    "GUID",
+    "accept_key",
+    "generate_key",
+    "check_request",
+    "check_origin",
+    "select_subprotocol",
+    "build_request",
+    "check_response",
+]
+
+#: The magic string of RFC 6455 §1.3, appended to the key before hashing.
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+_UPGRADE_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")]
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (§1.3, §4.2.2).
+
+    >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
+    's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
+    """
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def generate_key() -> str:
+    """A fresh random ``Sec-WebSocket-Key``: 16 random bytes in base64 (§4.1)."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def _single(headers: Headers, name: str, error: type[InvalidHandshake] = InvalidHeader) -> str:
+    values = headers.get_all(name)
+    if not values:
+        raise error(f"missing {name} header")
+    if len(values) > 1:
+        raise error(f"more than one {name} header")
+    return values[0]
+
+
+def check_request(request: Request) -> str:
+    """Validate a WebSocket upgrade request; return its key (§4.2.1).
+
+    Raises :class:`InvalidUpgrade` (426) when this is not a WebSocket request
+    at all or asks for another protocol version, and :class:`InvalidHeader`
+    (400) when it is one but malformed.
+    """
+    headers = request.headers
+    if request.method != "GET":
+        raise InvalidHandshake(
+            f"method {request.method} not allowed; a WebSocket handshake uses GET",
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            [("Allow", "GET")],
+        )
+    if "websocket" not in headers.tokens("Upgrade"):
+        raise InvalidUpgrade("this is a WebSocket endpoint: Upgrade: websocket required", headers=_UPGRADE_HEADERS)
+    if "upgrade" not in headers.tokens("Connection"):
+        raise InvalidUpgrade("Connection: Upgrade required", headers=_UPGRADE_HEADERS)
+    if "Content-Length" in headers and headers["Content-Length"].strip() != "0" or "Transfer-Encoding" in headers:
+        raise InvalidHeader("a WebSocket handshake request has no body")
+    _single(headers, "Host")
+    version = headers.get_all("Sec-WebSocket-Version")
+    if version != ["13"]:
+        raise InvalidUpgrade(
+            "unsupported or missing Sec-WebSocket-Version; this server speaks version 13",
+            headers=[("Sec-WebSocket-Version", "13")],
+        )
+    key = _single(headers, "Sec-WebSocket-Key")
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise InvalidHeader("Sec-WebSocket-Key is not base64") from None
+    if len(raw) != 16:
+        raise InvalidHeader("Sec-WebSocket-Key must encode 16 bytes")
+    return key
+
+
+def check_origin(headers: Headers, origins: Sequence[str | None] | None) -> None:
+    """Refuse a request whose ``Origin`` is not allowed (§10.2), with 403.
+
+    ``origins`` None allows every origin. In a list, ``None`` stands for a
+    request without an Origin header (scripts, command-line clients) and
+    ``"null"`` for the opaque origin of a page opened from ``file://``.
+    """
+    if origins is None:
+        return
+    values = headers.get_all("Origin")
+    if len(values) > 1:
+        raise InvalidOrigin("more than one Origin header")
+    origin = values[0] if values else None
+    if origin not in origins:
+        raise InvalidOrigin(f"origin {origin!r} is not allowed" if origin else "a request without Origin is not allowed")
+
+
+def select_subprotocol(headers: Headers, supported: Sequence[str] | None) -> str | None:
+    """The first of the server's ``supported`` subprotocols the client offered."""
+    if not supported:
+        return None
+    offered = [t for v in headers.get_all("Sec-WebSocket-Protocol") for t in (s.strip() for s in v.split(",")) if t]
+    for protocol in supported:
+        if protocol in offered:
+            return protocol
+    return None
+
+
+def build_request(
+    host: str,
+    path: str,
+    key: str,
+    *,
+    origin: str | None = None,
+    subprotocols: Sequence[str] | None = None,
+    extensions: str | None = None,
+    extra_headers: Sequence[tuple[str, str]] | dict[str, str] | None = None,
+) -> bytes:
+    """The client's opening request (§4.1)."""
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    if subprotocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    if extra_headers:
+        items = extra_headers.items() if isinstance(extra_headers, dict) else extra_headers
+        lines.extend(f"{name}: {value}" for name, value in items)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def check_response(
+    response: Response, key: str, subprotocols: Sequence[str] | None = None
+) -> str | None:
+    """Validate the server's answer (§4.1, client side); return the subprotocol.
+
+    Extensions are checked by the caller, which knows what it offered.
+    """
+    if response.status != 101:
+        raise InvalidStatus(response.status)
+    headers = response.headers
+    if "websocket" not in headers.tokens("Upgrade"):
+        raise InvalidUpgrade("server answer lacks Upgrade: websocket")
+    if "upgrade" not in headers.tokens("Connection"):
+        raise InvalidUpgrade("server answer lacks Connection: Upgrade")
+    if _single(headers, "Sec-WebSocket-Accept") != accept_key(key):
+        raise InvalidHeader("wrong Sec-WebSocket-Accept")
+    protocols = headers.get_all("Sec-WebSocket-Protocol")
+    if not protocols:
+        return None
+    if len(protocols) > 1 or protocols[0] not in (subprotocols or ()):
+        raise NegotiationError(f"server chose a subprotocol we did not offer: {protocols}")
+    return protocols[0]

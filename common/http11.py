@@ -1,0 +1,198 @@
+"""Just enough HTTP/1.1 for the opening handshake (RFC 9112), with limits.
+
+The parsing functions work on the bytes of a message head (the request or
+status line plus headers, up to the blank line) and raise
+:class:`~common.exceptions.InvalidHandshake` subclasses whose ``status`` is
+the answer to send. :func:`read_head` is the only coroutine: it reads a head
+from an asyncio stream without ever buffering more than ``MAX_HEAD`` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from .exceptions import InvalidMessage
+
+__all__ = [
+    "Headers",
+    "Request",
+    "Response",
+    "read_head",
+    "parse_request",
+    "parse_response",
+    "serialize_response",
+    "MAX_LINE",
+    "MAX_HEADERS",
+    "MAX_HEAD",
+]
+
+#: The longest request line or header line accepted, in bytes.
+MAX_LINE = 8192
+#: The most header lines accepted in one head.
+MAX_HEADERS = 128
+#: The largest head accepted, in bytes.
+MAX_HEAD = 65536
+
+_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class Headers:
+    """HTTP headers: case-insensitive names, repeatable, in arrival order.
+
+    ``headers["Host"]`` returns the value of a header that must appear once
+    (KeyError when absent); ``headers.get_all(name)`` returns every value.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+
+    def __getitem__(self, name: str) -> str:
+        values = self.get_all(name)
+        if not values:
+            raise KeyError(name)
+        return values[0]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self.get_all(name)
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for k, v in self._items if k.lower() == lname]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.get_all(name))
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def tokens(self, name: str) -> list[str]:
+        """The comma-separated tokens of every ``name`` header, lower-cased."""
+        return [t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: Headers
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """Read up to and including the blank line that ends an HTTP head.
+
+    Raises :class:`InvalidMessage` with 431 when the head grows past
+    ``MAX_HEAD`` and with 400 when the peer closes before finishing it.
+    """
+    try:
+        return await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise InvalidMessage(
+            "request head too large", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+        ) from None
+    except asyncio.IncompleteReadError as exc:
+        raise InvalidMessage(
+            "connection closed during the handshake" if exc.partial else "no request received"
+        ) from None
+
+
+def _parse_headers(lines: list[bytes]) -> Headers:
+    if len(lines) > MAX_HEADERS:
+        raise InvalidMessage(
+            f"more than {MAX_HEADERS} headers", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+        )
+    items = []
+    for line in lines:
+        if len(line) > MAX_LINE:
+            raise InvalidMessage("header line too long", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        name, sep, value = line.partition(b":")
+        if not sep or not name or not _TOKEN_CHARS.issuperset(name):
+            raise InvalidMessage(f"malformed header line {line[:60]!r}")
+        try:
+            items.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
+        except UnicodeDecodeError:
+            raise InvalidMessage(f"malformed header name {name[:60]!r}") from None
+        if "\x00" in items[-1][1] or "\r" in items[-1][1] or "\n" in items[-1][1]:
+            raise InvalidMessage("control character in a header value")
+    return Headers(items)
+
+
+def parse_request(head: bytes) -> Request:
+    """Parse a request head (RFC 9112 §3). Only HTTP/1.1 is accepted here.
+
+    RFC 6455 §4.1: "The method of the request MUST be GET, and the HTTP
+    version MUST be at least 1.1." The method itself is checked by the caller,
+    which may serve HEAD or answer 405.
+    """
+    request_line, *lines = head[:-4].split(b"\r\n") if head.endswith(b"\r\n\r\n") else [head]
+    if len(request_line) > MAX_LINE:
+        raise InvalidMessage("request line too long", HTTPStatus.REQUEST_URI_TOO_LONG)
+    parts = request_line.split(b" ")
+    if len(parts) != 3 or not parts[0] or not _TOKEN_CHARS.issuperset(parts[0]):
+        raise InvalidMessage(f"malformed request line {request_line[:80]!r}")
+    method, target, version = parts
+    if version != b"HTTP/1.1":
+        if version.startswith(b"HTTP/"):
+            raise InvalidMessage(f"unsupported HTTP version {version.decode('latin-1')}; HTTP/1.1 required")
+        raise InvalidMessage(f"malformed request line {request_line[:80]!r}")
+    if not target.startswith(b"/") or not target.isascii() or any(c <= 0x20 or c == 0x7F for c in target):
+        raise InvalidMessage(f"unsupported request target {target[:80]!r}")
+    return Request(method.decode("ascii"), target.decode("ascii"), _parse_headers(lines))
+
+
+def parse_response(head: bytes) -> Response:
+    """Parse a response head (RFC 9112 §4), as the client reads it."""
+    status_line, *lines = head[:-4].split(b"\r\n") if head.endswith(b"\r\n\r\n") else [head]
+    version, _, rest = status_line.partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version != b"HTTP/1.1" or len(code) != 3 or not code.isdigit():
+        raise InvalidMessage(f"malformed status line {status_line[:80]!r}")
+    return Response(int(code), reason.decode("latin-1"), _parse_headers(lines))
+
+
+def serialize_response(status: int, headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
+    """Encode a response head and body."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    lines = [f"HTTP/1.1 {status} {phrase}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def error_response(status: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A short plain-text error answer that closes the connection."""
+    body = (text.rstrip() + "\n").encode()
+    all_headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        *headers,
+    ]
+    return serialize_response(status, all_headers, body)

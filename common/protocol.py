@@ -1,0 +1,275 @@
+"""Turning received bytes into WebSocket events, without any I/O.
+
+:class:`Receiver` is fed whatever the socket delivered and returns the events
+it completes, in the order they arrived on the wire: whole messages (frames
+reassembled, UTF-8 checked, decompressed), pings, pongs and the peer's close.
+When the peer breaks the protocol, the events before the bad frame are still
+returned, followed by the exception that says which close code to send: the
+application gets to see (and answer) everything that came first (RFC 6455
+§7.1.7 leaves the order open; conformance suites grade this as "strict").
+
+Unit tests drive it with plain bytes; :mod:`common.connection` drives it with
+what an asyncio stream reads.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
+from typing import Union
+
+from .exceptions import InvalidPayload, PayloadTooBig, ProtocolError
+from .frames import Close, apply_mask
+
+__all__ = ["Receiver", "Event", "Extension"]
+
+# Plain ints rather than the Opcode enum: they are compared for every frame.
+_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+#: An event is ``(opcode, payload)``: ``(1, str)`` for a text message,
+#: ``(2, bytes)`` for binary, ``(9, bytes)`` ping, ``(10, bytes)`` pong,
+#: ``(8, Close)`` for the peer's close, or ``(None, ProtocolError)`` last of all
+#: when the peer broke the protocol.
+Event = tuple[Union[int, None], Union[str, bytes, Close, ProtocolError]]
+
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class Extension(TypingProtocol):
+    """What the receiver needs from a negotiated extension (RFC 6455 §9).
+
+    Only permessage-deflate exists in practice; it claims the RSV1 bit.
+    """
+
+    def decode(self, payload: bytes, fin: bool, max_size: int | None) -> bytes:
+        """Undo the extension on one frame's payload; bound the output."""
+        ...
+
+
+class Receiver:
+    """Parse frames and assemble messages for one side of a connection.
+
+    ``expect_masked`` is True on the server, which MUST fail the connection
+    when a client frame is not masked, and False on the client, which MUST
+    fail it when a server frame is masked (§5.1). ``max_size`` bounds a whole
+    message (None: no bound); ``extension`` undoes permessage-deflate;
+    ``log``, when given, is called with every complete frame (the wire view).
+    """
+
+    def __init__(
+        self,
+        *,
+        expect_masked: bool,
+        max_size: int | None = 2**20,
+        extension: Extension | None = None,
+        log: Callable[[int, bool, bool, bytes], None] | None = None,
+    ) -> None:
+        self.expect_masked = expect_masked
+        self.log = log
+        self.max_size = max_size
+        self.extension = extension
+        self.buffer = bytearray()
+        # The message being reassembled: its opcode (None when between
+        # messages), the parts decoded so far, and its size.
+        self.opcode: int | None = None
+        self.compressed = False
+        self.parts: list = []
+        self.size = 0
+        self.decoder: codecs.IncrementalDecoder | None = None
+        # How much of an incomplete text frame's payload was already decoded,
+        # so that invalid UTF-8 fails before the rest of the frame arrives.
+        self.partial_done = 0
+        self.done = False  # after a close frame or an error, nothing counts
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add ``data`` and return every event it completes."""
+        if self.done:
+            return []
+        buf = self.buffer
+        buf += data
+        events: list[Event] = []
+        pos = 0
+        try:
+            while not self.done:
+                consumed = self._parse_frame(buf, pos, events)
+                if not consumed:
+                    break
+                pos += consumed
+        except ProtocolError as exc:
+            self.done = True
+            events.append((None, exc))
+        # One memmove per read instead of one per frame.
+        del buf[:pos]
+        return events
+
+    def _parse_frame(self, buf: bytearray, pos: int, events: list[Event]) -> int:
+        """Handle the frame at ``pos``; return its size, or 0 if incomplete."""
+        available = len(buf) - pos
+        if available < 2:
+            return 0
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        opcode = b0 & 0x0F
+        length = b1 & 0x7F
+        header = 2
+        if length == 126:
+            if available < 4:
+                return 0
+            length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+            header = 4
+        elif length == 127:
+            if available < 10:
+                return 0
+            length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            header = 10
+            if length >> 63:
+                raise ProtocolError("64-bit payload length with the top bit set (§5.2)")
+        masked = b1 & 0x80
+        self._check_header(b0, opcode, length, masked)
+        if masked:
+            header += 4
+        if available < header + length:
+            if available > header and (
+                (opcode == _TEXT and not b0 & 0x40)
+                or (opcode == _CONT and self.opcode == _TEXT and not self.compressed)
+            ):
+                self._decode_partial_text(buf, pos, header, masked, available, opcode)
+            return 0
+        start = pos + header
+        payload = bytes(buf[start : start + length])
+        if masked:
+            payload = apply_mask(payload, bytes(buf[start - 4 : start]))
+        fin = b0 & 0x80
+        if self.log is not None:
+            self.log(opcode, bool(fin), bool(b0 & 0x40), payload)
+        if opcode >= _CLOSE:
+            self._control(opcode, payload, events)
+        else:
+            self._data(opcode, fin, b0 & 0x40, payload, events)
+        return header + length
+
+    def _check_header(self, b0: int, opcode: int, length: int, masked: int) -> None:
+        """Reject a bad frame as soon as its header is known (§5.2, §5.4, §5.5)."""
+        if b0 & 0x30 or (b0 & 0x40 and (self.extension is None or opcode >= _CLOSE)):
+            raise ProtocolError("reserved bits set without a negotiated extension (§5.2)")
+        if bool(masked) != self.expect_masked:
+            if self.expect_masked:
+                raise ProtocolError("client frames must be masked (§5.1)")
+            raise ProtocolError("server frames must not be masked (§5.1)")
+        if opcode >= _CLOSE:
+            if opcode > _PONG:
+                raise ProtocolError(f"reserved control opcode {opcode:#x} (§5.2)")
+            if not b0 & 0x80:
+                raise ProtocolError("fragmented control frame (§5.5)")
+            if length > 125:
+                raise ProtocolError("control frame payload over 125 bytes (§5.5)")
+            return
+        if opcode > _BINARY:
+            raise ProtocolError(f"reserved data opcode {opcode:#x} (§5.2)")
+        if opcode == _CONT:
+            if self.opcode is None:
+                raise ProtocolError("continuation frame with no message to continue (§5.4)")
+            if b0 & 0x40:
+                raise ProtocolError("RSV1 set on a continuation frame (RFC 7692 §6)")
+        elif self.opcode is not None and not self.partial_done:
+            raise ProtocolError("new data frame inside a fragmented message (§5.4)")
+        max_size = self.max_size
+        compressed = self.compressed if opcode == _CONT else b0 & 0x40
+        # A compressed frame's length says nothing of the message's size:
+        # the extension bounds what it inflates instead.
+        if max_size is not None and not compressed and self.size + length > max_size:
+            raise PayloadTooBig(
+                f"message of {self.size + length} bytes or more exceeds max_size={max_size}"
+            )
+
+    def _decode_partial_text(
+        self, buf: bytearray, pos: int, header: int, masked: int, available: int, opcode: int
+    ) -> None:
+        """Validate the UTF-8 of a text frame's payload received so far (§8.1).
+
+        A payload that is invalid early must fail the connection now, not once
+        megabytes later the frame is complete ("fail fast").
+        """
+        start = pos + header + self.partial_done
+        chunk = bytes(buf[start : pos + available])
+        if not chunk:
+            return
+        if masked:
+            offset = self.partial_done % 4
+            key = bytes(buf[pos + header - 4 : pos + header])
+            chunk = apply_mask(chunk, key[offset:] + key[:offset])
+        if opcode == _TEXT and self.opcode is None:
+            self.opcode = _TEXT
+            self.decoder = _Utf8Decoder()
+        self.parts.append(self._decode_utf8(chunk, final=False))
+        self.partial_done += len(chunk)
+
+    def _decode_utf8(self, data: bytes, final: bool) -> str:
+        decoder = self.decoder
+        assert decoder is not None
+        try:
+            text = decoder.decode(data, final)
+        except UnicodeDecodeError as exc:
+            raise InvalidPayload(f"invalid UTF-8 in text message: {exc.reason}") from None
+        if not final:
+            pending = decoder.getstate()[0]
+            # CPython waits for a third byte before rejecting ED A0..BF, the
+            # start of an encoded UTF-16 surrogate; reject it now.
+            if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+                raise InvalidPayload("invalid UTF-8 in text message: encoded surrogate")
+        return text
+
+    def _data(self, opcode: int, fin: int, rsv1: int, payload: bytes, events: list[Event]) -> None:
+        """Reassemble a data frame into its message (§5.4)."""
+        partial = self.partial_done
+        self.partial_done = 0
+        if opcode == _CONT:
+            opcode = self.opcode  # type: ignore[assignment]
+        elif partial:
+            # The first frame was partly decoded already: it is the message.
+            pass
+        else:
+            self.opcode = opcode
+            self.compressed = bool(rsv1)
+            if fin and not rsv1:
+                # The common case, one frame one message, takes no detour.
+                self.opcode = None
+                if opcode == _TEXT:
+                    try:
+                        events.append((_TEXT, payload.decode()))
+                    except UnicodeDecodeError as exc:
+                        raise InvalidPayload(
+                            f"invalid UTF-8 in text message: {exc.reason}"
+                        ) from None
+                else:
+                    events.append((_BINARY, payload))
+                return
+            if opcode == _TEXT:
+                self.decoder = _Utf8Decoder()
+        if self.compressed:
+            assert self.extension is not None
+            remaining = None if self.max_size is None else self.max_size - self.size
+            payload = self.extension.decode(payload, bool(fin), remaining)
+        self.size += len(payload)
+        if opcode == _TEXT:
+            self.parts.append(self._decode_utf8(payload[partial:], final=bool(fin)))
+        else:
+            self.parts.append(payload)
+        if fin:
+            message = "".join(self.parts) if opcode == _TEXT else b"".join(self.parts)
+            events.append((opcode, message))
+            self.opcode = None
+            self.compressed = False
+            self.parts = []
+            self.size = 0
+            self.decoder = None
+
+    def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
+        """Control frames may come between fragments; they act at once (§5.5)."""
+        if opcode == _CLOSE:
+            events.append((_CLOSE, Close.parse(payload)))
+            # §5.5.1: after a close frame, the peer sends no more data.
+            self.done = True
+        else:
+            events.append((opcode, payload))

@@ -1,0 +1,307 @@
+"""The server side: :func:`serve`, :class:`Server` and :class:`ServerConnection`.
+
+Each TCP connection gets one task that reads the opening handshake (bounded
+in size and by ``open_timeout``), answers it, and then runs the handler.
+Errors are answered here, in one place: a handshake error becomes its HTTP
+status with a short text body, a handler that raises becomes a 1011 close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Union
+
+from . import deflate
+from .connection import Connection
+from .exceptions import ConnectionClosed, InvalidHandshake
+from .frames import CloseCode
+from .handshake import accept_key, check_origin, check_request, select_subprotocol
+from .http11 import Headers, Request, error_response, parse_request, read_head, serialize_response
+
+__all__ = ["serve", "Server", "ServerConnection", "HTTPResponse"]
+
+logger = logging.getLogger("common")
+
+#: What ``process_request`` may return to answer plain HTTP instead:
+#: ``(status, headers, body)``, headers as a list of pairs or a dict.
+HTTPResponse = tuple[int, Union[Sequence[tuple[str, str]], dict[str, str]], bytes]
+ProcessRequest = Callable[[str, Headers], Union[HTTPResponse, None, Awaitable[Union[HTTPResponse, None]]]]
+Handler = Callable[["ServerConnection"], Awaitable[Any]]
+
+
+class ServerConnection(Connection):
+    """The server's end of a WebSocket: what a handler receives."""
+
+    is_client = False
+
+
+class Server:
+    """A listening WebSocket server; use it through :func:`serve`.
+
+    ``connections`` is the set of open connections, ready for
+    :func:`~common.broadcast`. ``close()`` stops listening, closes every
+    connection with 1001 (going away) and waits for the handlers to return.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        process_request: ProcessRequest | None,
+        origins: Sequence[str | None] | None,
+        subprotocols: Sequence[str] | None,
+        compression: str | None,
+        open_timeout: float | None,
+        connection_options: dict[str, Any],
+    ) -> None:
+        if compression not in (None, "deflate"):
+            raise ValueError(f"unsupported compression {compression!r}: use 'deflate' or None")
+        self.handler = handler
+        self.process_request = process_request
+        self.origins = origins
+        self.subprotocols = subprotocols
+        self.compression = compression
+        self.open_timeout = open_timeout
+        self.connection_options = connection_options
+        self.connections: set[ServerConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handshaking: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets; ``sockets[0].getsockname()[1]`` is the port."""
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    async def start(self, host: str | Sequence[str] | None, port: int, **kwargs: Any) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port, **kwargs)
+
+    def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Start shutting down; ``await wait_closed()`` to wait for the end."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def wait_closed(self) -> None:
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (Ctrl+C in ``asyncio.run``), then close."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self.close()
+            await self.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+    async def _close(self, code: int, reason: str) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._handshaking:
+            task.cancel()
+        # Each close is bounded by close_timeout, so this gather is bounded too.
+        await asyncio.gather(*(c.close(code, reason) for c in self.connections))
+        close_timeout = self.connection_options.get("close_timeout", 10)
+        if self._tasks:
+            # Handlers get close_timeout to finish after their connection closed.
+            _, pending = await asyncio.wait(list(self._tasks), timeout=2 * close_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            self._handshaking.add(task)
+            try:
+                connection = await self._handshake(reader, writer)
+            finally:
+                self._handshaking.discard(task)
+            if connection is not None:
+                await self._run_handler(connection)
+        except Exception:
+            logger.exception("unexpected error in the connection handler")
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> ServerConnection | None:
+        """Answer the opening handshake; return the connection if it opened."""
+        peer = writer.get_extra_info("peername")
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                head = await read_head(reader)
+                request = parse_request(head)
+                response = await self._process_request(request)
+                if response is not None:
+                    writer.write(response)
+                    await writer.drain()
+                    return None
+                key = check_request(request)
+                check_origin(request.headers, self.origins)
+                subprotocol = select_subprotocol(request.headers, self.subprotocols)
+                headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_key(key))]
+                if subprotocol is not None:
+                    headers.append(("Sec-WebSocket-Protocol", subprotocol))
+                extension = None
+                if self.compression == "deflate":
+                    agreed = deflate.server_negotiate(request.headers.get_all("Sec-WebSocket-Extensions"))
+                    if agreed is not None:
+                        header, extension = agreed
+                        headers.append(("Sec-WebSocket-Extensions", header))
+        except TimeoutError:
+            logger.info("%s: no complete handshake within %s s; dropped", _peer(peer), self.open_timeout)
+            return None
+        except InvalidHandshake as exc:
+            logger.info("%s: handshake refused with %d: %s", _peer(peer), exc.status, exc)
+            writer.write(error_response(exc.status, f"{exc.status.phrase}: {exc}", exc.headers))
+            return None
+        except (ConnectionError, OSError):
+            return None
+        writer.write(serialize_response(HTTPStatus.SWITCHING_PROTOCOLS, headers))
+        connection = ServerConnection(reader, writer, extension=extension, subprotocol=subprotocol, **self.connection_options)
+        connection.path = request.path
+        connection.request_headers = request.headers
+        connection.response_headers = Headers(headers)
+        return connection
+
+    async def _process_request(self, request: Request) -> bytes | None:
+        """Let the application answer plain HTTP (test9 serves its page so)."""
+        if request.method not in ("GET", "HEAD") or self.process_request is None:
+            return None
+        answer = self.process_request(request.path, request.headers)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer is None:
+            if request.method == "HEAD":
+                raise InvalidHandshake("HEAD cannot open a WebSocket", HTTPStatus.METHOD_NOT_ALLOWED, [("Allow", "GET")])
+            return None
+        status, headers, body = answer
+        items = list(headers.items()) if isinstance(headers, dict) else list(headers)
+        if not any(name.lower() == "content-length" for name, _ in items):
+            items.append(("Content-Length", str(len(body))))
+        items.append(("Connection", "close"))
+        return serialize_response(status, items, b"" if request.method == "HEAD" else body)
+
+    async def _run_handler(self, connection: ServerConnection) -> None:
+        connection.start()
+        self.connections.add(connection)
+        logger.info("%s: connection open on %s", _peer(connection.remote_address), connection.path)
+        try:
+            await self.handler(connection)
+        except ConnectionClosed:
+            pass  # the peer left while the handler was talking to it: ordinary
+        except Exception:
+            logger.exception("%s: error in the connection handler", _peer(connection.remote_address))
+            await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            # A handler that returns ends its connection normally.
+            await connection.close()
+            self.connections.discard(connection)
+            logger.info(
+                "%s: connection closed: %s",
+                _peer(connection.remote_address),
+                connection._closed_exception(),
+            )
+
+
+def _peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+        return f"{host}:{address[1]}"
+    return str(address)
+
+
+class serve:
+    """Start a WebSocket server: ``async with serve(handler, host, port) as server``.
+
+    ``handler(ws)`` runs once per connection. ``process_request(path,
+    headers)``, plain or async, may return ``(status, headers, body)`` to
+    answer plain HTTP on the same port, or None to go on with the handshake.
+    ``origins``, when given, lists the allowed ``Origin`` values (None in the
+    list allows requests without one, "null" allows ``file://`` pages);
+    others get 403. ``subprotocols`` lists the server's subprotocols in order
+    of preference. ``compression="deflate"`` negotiates permessage-deflate
+    (RFC 7692) when the client offers it; None disables it. ``open_timeout``
+    bounds the handshake; the other options are those of
+    :class:`~common.connection.Connection`. ``ssl`` takes an
+    :class:`ssl.SSLContext` for ``wss://``. A port of 0 picks a free port.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str | Sequence[str] | None = None,
+        port: int = 0,
+        *,
+        process_request: ProcessRequest | None = None,
+        origins: Sequence[str | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        compression: str | None = "deflate",
+        max_size: int | None = 2**20,
+        max_queue: int = 16,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        open_timeout: float | None = 10,
+        close_timeout: float = 10,
+        write_limit: int = 65536,
+        ssl: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self.server = Server(
+            handler,
+            process_request=process_request,
+            origins=origins,
+            subprotocols=subprotocols,
+            compression=compression,
+            open_timeout=open_timeout,
+            connection_options=dict(
+                max_size=max_size,
+                max_queue=max_queue,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                close_timeout=close_timeout,
+                write_limit=write_limit,
+            ),
+        )
+        self.host = host
+        self.port = port
+        self.kwargs = dict(kwargs, ssl=ssl)
+
+    async def _start(self) -> Server:
+        await self.server.start(self.host, self.port, **self.kwargs)
+        return self.server
+
+    def __await__(self) -> Any:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
