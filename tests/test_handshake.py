@@ -1,0 +1,175 @@
+"""Unit tests of common.http11 and common.handshake: parsing and decisions, no sockets."""
+
+import pytest
+
+from common.exceptions import InvalidHeader, InvalidMessage, InvalidOrigin, InvalidStatus, InvalidUpgrade, NegotiationError
+from common.handshake import (
+    accept_key,
+    build_request,
+    check_origin,
+    check_request,
+    check_response,
+    generate_key,
+    select_subprotocol,
+)
+from common.http11 import MAX_HEADERS, Headers, parse_request, parse_response
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+GOOD = (
+    "GET /chat HTTP/1.1\r\n"
+    "Host: server.example.com\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    f"Sec-WebSocket-Key: {KEY}\r\n"
+    "Origin: http://example.com\r\n"
+    "Sec-WebSocket-Protocol: chat, superchat\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def request(text: str = GOOD, **replace: str):
+    for old, new in replace.items():
+        text = text.replace(old.replace("_", "-"), new)
+    return parse_request(text.encode())
+
+
+def test_accept_key_matches_the_rfc_example():
+    """RFC 6455 §1.3: the sample key gives the sample accept value."""
+    assert accept_key(KEY) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_rfc_example_request_is_accepted():
+    """§1.3's client handshake passes validation and yields its key."""
+    req = request()
+    assert (req.method, req.path) == ("GET", "/chat")
+    assert check_request(req) == KEY
+
+
+def test_header_names_and_tokens_are_case_insensitive():
+    """§4.2.1: Upgrade and Connection are compared case-insensitively, as token lists."""
+    req = request(GOOD.replace("Upgrade: websocket", "uPgRaDe: WebSocket").replace("Connection: Upgrade", "connection: keep-alive, UPGRADE"))
+    assert check_request(req) == KEY
+
+
+@pytest.mark.parametrize(
+    "old, new, error, status",
+    [
+        ("GET /chat", "POST /chat", None, 405),
+        ("Upgrade: websocket\r\n", "", InvalidUpgrade, 426),
+        ("Upgrade: websocket", "Upgrade: h2c", InvalidUpgrade, 426),
+        ("Connection: Upgrade", "Connection: keep-alive", InvalidUpgrade, 426),
+        ("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8", InvalidUpgrade, 426),
+        ("Sec-WebSocket-Version: 13\r\n", "", InvalidUpgrade, 426),
+        ("Host: server.example.com\r\n", "", InvalidHeader, 400),
+        (f"Sec-WebSocket-Key: {KEY}\r\n", "", InvalidHeader, 400),
+        (KEY, "not base64!", InvalidHeader, 400),
+        (KEY, "c2hvcnQ=", InvalidHeader, 400),
+        (f"Sec-WebSocket-Key: {KEY}\r\n", f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Key: {KEY}\r\n", InvalidHeader, 400),
+        ("Origin:", "Content-Length: 5\r\nOrigin:", InvalidHeader, 400),
+    ],
+)
+def test_invalid_requests_get_the_right_status(old, new, error, status):
+    """§4.2.1 and §4.4: each defect maps to one HTTP status."""
+    req = request(GOOD.replace(old, new))
+    with pytest.raises(error or Exception) as info:
+        check_request(req)
+    assert info.value.status == status
+
+
+def test_wrong_version_is_answered_with_the_supported_one():
+    """§4.4: a 426 lists the versions the server speaks."""
+    with pytest.raises(InvalidUpgrade) as info:
+        check_request(request(GOOD.replace("Version: 13", "Version: 12")))
+    assert ("Sec-WebSocket-Version", "13") in info.value.headers
+
+
+@pytest.mark.parametrize(
+    "head, status",
+    [
+        (b"GET /chat HTTP/1.0\r\nHost: x\r\n\r\n", 400),
+        (b"garbage\r\n\r\n", 400),
+        (b"GET chat HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_HEADERS + 1) + b"\r\n", 431),
+    ],
+)
+def test_malformed_or_oversized_heads_are_refused(head, status):
+    """Bounded request line, header line and header count; HTTP/1.1 only."""
+    with pytest.raises(InvalidMessage) as info:
+        parse_request(head)
+    assert info.value.status == status
+
+
+def test_headers_are_a_case_insensitive_multidict():
+    headers = Headers([("Host", "a"), ("X-Thing", "1"), ("x-thing", "2")])
+    assert headers["HOST"] == "a"
+    assert headers.get_all("X-THING") == ["1", "2"]
+    assert "x-missing" not in headers and headers.get("x-missing") is None
+    with pytest.raises(KeyError):
+        headers["x-missing"]
+
+
+@pytest.mark.parametrize(
+    "origin_header, allowed, ok",
+    [
+        ("Origin: http://example.com\r\n", None, True),
+        ("Origin: http://example.com\r\n", ["http://example.com"], True),
+        ("Origin: http://evil.example\r\n", ["http://example.com"], False),
+        ("", ["http://example.com"], False),
+        ("", [None], True),
+        ("Origin: null\r\n", ["null"], True),
+    ],
+)
+def test_origin_check(origin_header, allowed, ok):
+    """§10.2: servers may refuse origins they do not expect, with 403."""
+    req = request(GOOD.replace("Origin: http://example.com\r\n", origin_header))
+    if ok:
+        check_origin(req.headers, allowed)
+    else:
+        with pytest.raises(InvalidOrigin) as info:
+            check_origin(req.headers, allowed)
+        assert info.value.status == 403
+
+
+def test_subprotocol_follows_the_server_preference():
+    """§4.2.2: the server picks one of the client's subprotocols, or none."""
+    headers = request().headers
+    assert select_subprotocol(headers, ["superchat", "chat"]) == "superchat"
+    assert select_subprotocol(headers, ["mqtt"]) is None
+    assert select_subprotocol(headers, None) is None
+
+
+def test_client_request_and_response_round_trip():
+    """The client's request passes the server's checks; the answer passes the client's."""
+    key = generate_key()
+    req = parse_request(build_request("localhost:5678", "/x?y=1", key, origin="null", subprotocols=["chat"]))
+    assert check_request(req) == key and req.path == "/x?y=1"
+    answer = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+    )
+    assert check_response(parse_response(answer.encode()), key, ["chat"]) == "chat"
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ("HTTP/1.1 404 Not Found\r\n\r\n", InvalidStatus),
+        ("HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n", InvalidUpgrade),
+        ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n", InvalidHeader),
+        (
+            "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+            "Sec-WebSocket-Protocol: other\r\n\r\n",
+            NegotiationError,
+        ),
+    ],
+)
+def test_client_rejects_bad_answers(answer, error):
+    """§4.1: the client fails the connection unless the answer is right."""
+    key = generate_key()
+    with pytest.raises(error):
+        check_response(parse_response(answer.format(accept=accept_key(key)).encode()), key, ["chat"])
