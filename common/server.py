@@ -138,6 +138,11 @@ class Server:
                 self._handshaking.discard(task)
             if connection is not None:
                 await self._run_handler(connection)
+        except asyncio.CancelledError:
+            # Shutdown cancels what outlives close_timeout. This task is the
+            # top of its own stack: ending it quietly keeps asyncio from
+            # logging the cancellation as an error.
+            pass
         except Exception:
             logger.exception("unexpected error in the connection handler")
         finally:

@@ -1,0 +1,431 @@
+"""common's client and server against each other, in-process, on 127.0.0.1."""
+
+import asyncio
+import contextlib
+import logging
+import sys
+
+import pytest
+
+from common import (
+    CloseCode,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidStatus,
+    State,
+    broadcast,
+    connect,
+    serve,
+)
+
+BOUND = 10  # seconds: the longest any single wait in these tests may take
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 4 * BOUND))
+
+
+async def wait_until(predicate, timeout=BOUND):
+    """Poll a condition that no event signals, with a bound."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+
+
+@contextlib.asynccontextmanager
+async def server(handler=echo, **kwargs):
+    async with serve(handler, "127.0.0.1", 0, **kwargs) as srv:
+        srv.url = f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+        yield srv
+
+
+def test_echo_text_binary_and_fragmented():
+    """Text stays str, binary stays bytes, a fragmented send arrives whole."""
+
+    async def main():
+        async with server() as srv, connect(srv.url + "/path?q=1") as ws:
+            await ws.send("héllo")
+            assert await ws.recv() == "héllo"
+            await ws.send(b"\x00\xff")
+            assert await ws.recv() == b"\x00\xff"
+            await ws.send(["frag", "ment", "ed"])
+            assert await ws.recv() == "fragmented"
+            await ws.send([b"a", b"b"])
+            assert await ws.recv() == b"ab"
+
+    run(main())
+
+
+def test_handler_sees_path_headers_and_address():
+    """The handler gets the request's path, headers and the peer's address."""
+    seen = {}
+
+    async def handler(ws):
+        seen.update(path=ws.path, host=ws.request_headers["Host"], peer=ws.remote_address[0])
+        await ws.send("ok")
+
+    async def main():
+        async with server(handler) as srv, connect(srv.url + "/a/b?c=d") as ws:
+            assert await ws.recv() == "ok"
+        assert seen == {"path": "/a/b?c=d", "host": srv.url[5:], "peer": "127.0.0.1"}
+
+    run(main())
+
+
+def test_sixteen_mib_messages_both_ways():
+    """Large messages (conformance suites send 16 MiB) survive the round trip."""
+    big = bytes(range(256)) * (16 * 4096)
+
+    async def main():
+        async with server(max_size=2**25) as srv, connect(srv.url, max_size=2**25) as ws:
+            await ws.send(big)
+            assert await ws.recv() == big
+            await ws.send(big.decode("latin-1"))
+            assert await ws.recv() == big.decode("latin-1")
+
+    run(main())
+
+
+def test_concurrent_senders_do_not_interleave_frames():
+    """Several tasks sending at once each get their messages through intact."""
+
+    async def main():
+        async with server(max_queue=1024) as srv, connect(srv.url, max_queue=1024) as ws:
+            async def sender(n):
+                for i in range(50):
+                    await ws.send(f"{n}:{i}:" + "x" * (i * 100))
+
+            await asyncio.gather(*(sender(n) for n in range(4)))
+            got = [await ws.recv() for _ in range(200)]
+            for n in range(4):
+                assert [m.split(":")[1] for m in got if m.startswith(f"{n}:")] == [str(i) for i in range(50)]
+
+    run(main())
+
+
+@pytest.mark.parametrize("code, reason", [(1000, "bye"), (1001, ""), (4000, "app")])
+def test_client_closes(code, reason):
+    """§7: the server sees the client's code; the client's close completes."""
+    async def main():
+        done = asyncio.get_running_loop().create_future()
+
+        async def handler(ws):
+            with contextlib.suppress(ConnectionClosedError):
+                async for _ in ws:
+                    pass
+            done.set_result((ws.close_code, ws.close_reason))
+
+        async with server(handler) as srv:
+            ws = await connect(srv.url)
+            await ws.close(code, reason)
+            assert ws.state is State.CLOSED and ws.close_code == code
+            assert await asyncio.wait_for(done, BOUND) == (code, reason)
+
+    run(main())
+
+
+def test_server_closes_and_client_iteration_ends_quietly():
+    """`async for` ends without an exception on 1000 from the server."""
+
+    async def handler(ws):
+        await ws.send("one")
+        await ws.close(1000, "done")
+
+    async def main():
+        async with server(handler) as srv, connect(srv.url) as ws:
+            assert [m async for m in ws] == ["one"]
+            assert (ws.close_code, ws.close_reason) == (1000, "done")
+            with pytest.raises(ConnectionClosedOK):
+                await ws.send("late")
+
+    run(main())
+
+
+def test_error_close_raises_connection_closed_error():
+    """A close with an error code ends iteration with ConnectionClosedError."""
+
+    async def handler(ws):
+        await ws.close(4001, "nope")
+
+    async def main():
+        async with server(handler) as srv, connect(srv.url) as ws:
+            with pytest.raises(ConnectionClosedError) as info:
+                await ws.recv()
+            assert info.value.code == 4001 and "4001" in str(info.value)
+
+    run(main())
+
+
+def test_handler_that_returns_closes_with_1000():
+    async def main():
+        async with server(lambda ws: asyncio.sleep(0)) as srv, connect(srv.url) as ws:
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+            assert ws.close_code == 1000
+
+    run(main())
+
+
+def test_handler_error_is_logged_closes_1011_and_server_keeps_serving(caplog):
+    """A crashing handler costs its own connection only (1011), with a log entry."""
+
+    async def handler(ws):
+        message = await ws.recv()
+        if message == "crash":
+            raise RuntimeError("boom")
+        await ws.send(message)
+
+    async def main():
+        async with server(handler) as srv:
+            async with connect(srv.url) as ws:
+                await ws.send("crash")
+                with pytest.raises(ConnectionClosedError):
+                    await ws.recv()
+                assert ws.close_code == 1011
+            async with connect(srv.url) as ws:
+                await ws.send("still here")
+                assert await ws.recv() == "still here"
+
+    with caplog.at_level(logging.ERROR, logger="common"):
+        run(main())
+    assert any("boom" in (r.exc_text or "") or r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_server_close_sends_1001_and_waits_for_handlers():
+    """Shutdown closes every connection with 1001 (going away) and ends handlers."""
+    finished = []
+
+    async def handler(ws):
+        try:
+            await ws.recv()
+        finally:
+            finished.append(ws.close_code)
+
+    async def main():
+        async with server(handler) as srv:
+            clients = [await connect(srv.url) for _ in range(3)]
+            while len(srv.connections) < 3:
+                await asyncio.sleep(0)  # yield until the handlers registered
+        # Leaving `async with` closed the server and waited for the handlers.
+        assert finished == [1001, 1001, 1001]
+        for ws in clients:
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+            assert ws.close_code == 1001
+
+    run(main())
+
+
+def test_ping_resolves_with_the_round_trip_time():
+    """§5.5.2: the peer answers a ping with a pong carrying the same data."""
+
+    async def main():
+        async with server() as srv, connect(srv.url) as ws:
+            waiter = await ws.ping(b"data")
+            latency = await asyncio.wait_for(waiter, BOUND)
+            assert 0 <= latency < BOUND
+
+    run(main())
+
+
+def test_keepalive_closes_1011_when_pongs_stop():
+    """A peer that stops answering pings is closed with 1011 after ping_timeout."""
+
+    async def main():
+        done = asyncio.get_running_loop().create_future()
+
+        async def handler(ws):
+            with contextlib.suppress(ConnectionClosedError):
+                await ws.recv()
+            done.set_result(ws.close_sent.code)
+
+        async with server(handler, ping_interval=0.05, ping_timeout=0.05, close_timeout=0.2) as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            # This peer reads nothing and answers nothing: it has vanished.
+            assert await asyncio.wait_for(done, BOUND) == CloseCode.INTERNAL_ERROR
+            writer.close()
+
+    run(main())
+
+
+def test_slow_reader_applies_backpressure_instead_of_buffering():
+    """When max_queue messages wait unread, the server stops reading the socket."""
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def handler(ws):
+            await gate.wait()
+            async for message in ws:
+                await ws.send(message)
+
+        async with server(handler, max_queue=4) as srv, connect(srv.url, write_limit=2**16) as ws:
+            async def send_all():
+                for _ in range(200):
+                    await ws.send(b"x" * 65536)
+
+            sender = asyncio.create_task(send_all())
+            # With nobody reading on the server, the client's send must block.
+            await wait_until(lambda: ws.transport.get_write_buffer_size() > 2**16)
+            assert not sender.done(), "the server kept reading without bound"
+            conn = next(iter(srv.connections))
+            assert len(conn._messages) <= 4
+            gate.set()
+            for _ in range(200):
+                assert await asyncio.wait_for(ws.recv(), BOUND) == b"x" * 65536
+            await sender
+
+    run(main())
+
+
+def test_messages_before_a_protocol_error_are_answered_first():
+    """Strict order: the echo of the good message precedes the 1002 close."""
+
+    async def main():
+        async with server() as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            # A masked "hi" and, in the same write, a frame with reserved opcode 3.
+            writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x83\x80\x00\x00\x00\x00")
+            assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
+            close = await asyncio.wait_for(reader.readexactly(4), BOUND)
+            assert close[0] == 0x88 and close[2:4] == (1002).to_bytes(2, "big")
+            writer.close()
+
+    run(main())
+
+
+def test_process_request_serves_plain_http_and_404():
+    """process_request answers plain HTTP on the WebSocket port."""
+
+    def process_request(path, headers):
+        if path == "/hello":
+            return 200, [("Content-Type", "text/plain")], b"hi"
+        if path != "/ws":
+            return 404, {}, b"not found"
+        return None
+
+    async def main():
+        async with server(process_request=process_request) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), BOUND)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
+            with pytest.raises(InvalidStatus) as info:
+                await connect(srv.url + "/other")
+            assert info.value.status_code == 404
+            async with connect(srv.url + "/ws") as ws:
+                await ws.send("x")
+                assert await ws.recv() == "x"
+
+    run(main())
+
+
+def test_plain_get_without_upgrade_gets_426():
+    async def main():
+        async with server() as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), BOUND)
+            assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+            assert b"Sec-WebSocket-Version: 13" in answer
+
+    run(main())
+
+
+def test_silent_client_is_dropped_after_open_timeout():
+    """A client that connects and sends nothing is dropped after open_timeout."""
+
+    async def main():
+        async with server(open_timeout=0.2) as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+            assert await asyncio.wait_for(reader.read(), BOUND) == b""
+            writer.close()
+
+    run(main())
+
+
+def test_broadcast_reaches_every_open_connection_once():
+    """broadcast() writes the same message to every client, in order."""
+
+    async def handler(ws):
+        await ws.wait_closed()
+
+    async def main():
+        async with server(handler) as srv:
+            clients = [await connect(srv.url) for _ in range(5)]
+            while len(srv.connections) < 5:
+                await asyncio.sleep(0)  # yield until the handlers registered
+            for i in range(3):
+                broadcast(srv.connections, f"m{i}")
+            broadcast(srv.connections, b"bin")
+            for ws in clients:
+                assert [await ws.recv() for _ in range(4)] == ["m0", "m1", "m2", b"bin"]
+                await ws.close()
+
+    run(main())
+
+
+def test_broadcast_skips_a_connection_that_is_not_reading(caplog):
+    """One stalled client does not grow the server's memory or stall the rest."""
+
+    async def handler(ws):
+        await ws.wait_closed()
+
+    async def main():
+        async with server(handler, write_limit=4096) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")  # then never read again
+            healthy = await connect(srv.url, max_queue=10000)
+            while len(srv.connections) < 2:
+                await asyncio.sleep(0)  # yield until the handlers registered
+            own_port = writer.get_extra_info("sockname")[1]
+            stalled = next(c for c in srv.connections if c.remote_address[1] == own_port)
+            for i in range(300):
+                message = f"{i:04}" + "x" * 60000
+                broadcast(srv.connections, message)
+                assert await asyncio.wait_for(healthy.recv(), BOUND) == message
+            # The stalled client's kernel buffers filled long ago; ours did not grow.
+            assert stalled.transport.get_write_buffer_size() <= 4096 + 60010
+            await healthy.close()
+            writer.close()
+
+    with caplog.at_level(logging.WARNING, logger="common"):
+        run(main())
+    assert any("skipped" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
+def test_connect_refused_raises_oserror():
+    async def main():
+        async with server() as srv:
+            port = srv.sockets[0].getsockname()[1]
+        with pytest.raises(OSError):
+            await connect(f"ws://127.0.0.1:{port}")
+
+    run(main())
+
+
+@pytest.mark.parametrize("uri", ["http://x/", "ws://", "ws://x/#frag"])
+def test_connect_rejects_bad_uris(uri):
+    with pytest.raises(ValueError):
+        run(connect(uri)._connect())
