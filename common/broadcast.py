@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from .connection import Connection, Data, State
@@ -19,7 +20,9 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
     Not a coroutine: waiting for one slow client would stall all the others.
     The frame is encoded once and written to each connection as it is; a
     connection whose send buffer is over its ``write_limit`` is skipped (and
-    logged), so that it cannot make the server's memory grow. Client
+    logged), so that it cannot make the server's memory grow; one that stays
+    over it for longer than its ``ping_timeout`` (or ``close_timeout`` when
+    keepalive is off) has stopped reading and is dropped. Client
     connections mask every frame with their own key, so they are written to
     one at a time.
     """
@@ -37,10 +40,28 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
         transport = connection.transport
         if transport.get_write_buffer_size() > connection.write_limit:
             skipped += 1
+            _drop_if_stalled(connection)
             continue
+        connection.stalled_since = None
         if connection.is_client or connection.extension is not None or connection.debug:
             connection._write_message(opcode, payload)
         else:
             transport.write(frame)
     if skipped:
         logger.warning("broadcast skipped %d connection(s) that are not reading fast enough", skipped)
+
+
+def _drop_if_stalled(connection: Connection) -> None:
+    """Abort a connection whose peer has not read for too long.
+
+    A close frame could not get through the full buffer, so the TCP
+    connection is aborted; the handler sees ConnectionClosedError (1006).
+    """
+    now = time.monotonic()
+    if connection.stalled_since is None:
+        connection.stalled_since = now
+        return
+    bound = connection.ping_timeout if connection.ping_timeout is not None else connection.close_timeout
+    if now - connection.stalled_since > bound:
+        logger.info("%s stopped reading for %.0f s; dropping it", connection, now - connection.stalled_since)
+        connection.transport.abort()

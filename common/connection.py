@@ -138,6 +138,8 @@ class Connection:
         self._timer: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._reader_task: asyncio.Task[None] | None = None
+        #: When broadcast() first found the send buffer full; None if it is not.
+        self.stalled_since: float | None = None
 
     # ----------------------------------------------------------------- public
 

@@ -380,14 +380,14 @@ def test_broadcast_reaches_every_open_connection_once():
     run(main())
 
 
-def test_broadcast_skips_a_connection_that_is_not_reading(caplog):
-    """One stalled client does not grow the server's memory or stall the rest."""
+def test_broadcast_skips_then_drops_a_connection_that_is_not_reading(caplog):
+    """One stalled client does not grow the server's memory or stall the rest, and is dropped."""
 
     async def handler(ws):
         await ws.wait_closed()
 
     async def main():
-        async with server(handler, write_limit=4096) as srv:
+        async with server(handler, write_limit=4096, ping_interval=None, ping_timeout=0.3) as srv:
             port = srv.sockets[0].getsockname()[1]
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
@@ -406,6 +406,13 @@ def test_broadcast_skips_a_connection_that_is_not_reading(caplog):
                 assert await asyncio.wait_for(healthy.recv(), BOUND) == message
             # The stalled client's kernel buffers filled long ago; ours did not grow.
             assert stalled.transport.get_write_buffer_size() <= 4096 + 60010
+            # Stalled for longer than ping_timeout, it is dropped; the other stays.
+            async with asyncio.timeout(BOUND):
+                while stalled.state is not State.CLOSED:
+                    broadcast(srv.connections, "tick")
+                    assert await healthy.recv() == "tick"
+                    await asyncio.sleep(0.02)  # the pace of a periodic broadcaster
+            assert healthy.state is State.OPEN
             await healthy.close()
             writer.close()
 
