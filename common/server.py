@@ -124,6 +124,8 @@ class Server:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        # Python 3.12+ waits here for every client transport to be gone; every
+        # task above has closed its own, so this returns promptly everywhere.
         await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -436,3 +436,25 @@ def test_connect_refused_raises_oserror():
 def test_connect_rejects_bad_uris(uri):
     with pytest.raises(ValueError):
         run(connect(uri)._connect())
+
+
+def test_shutdown_is_bounded_with_unresponsive_and_half_open_peers():
+    """close() ends even when a peer never answers the close and another never finishes its handshake."""
+
+    async def main():
+        srv = await serve(echo, "127.0.0.1", 0, close_timeout=0.3, open_timeout=30)
+        port = srv.sockets[0].getsockname()[1]
+        _, mute = await asyncio.open_connection("127.0.0.1", port)
+        mute.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        _, halfway = await asyncio.open_connection("127.0.0.1", port)
+        halfway.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        await wait_until(lambda: len(srv.connections) == 1 and len(srv._handshaking) == 1)
+        srv.close()
+        await asyncio.wait_for(srv.wait_closed(), BOUND)
+        mute.close()
+        halfway.close()
+
+    run(main())
