@@ -1,0 +1,115 @@
+"""test1: the server talks first. Each client gets its own stream of timestamps.
+
+Lesson: a WebSocket stays open in both directions, so the server can send
+whenever it likes, without being asked. Every browser tab that opens
+client.html makes its own connection, and every connection gets its own call
+of handler(): its own stream of UTC timestamps (ISO 8601, for example
+2026-11-25T17:30:00.123456Z) at random intervals of 0 to 3 s. Streams are not
+shared: a WebSocket links one client with one server, like any socket.
+
+New: everything; this is the first stage. Watch the console: "Hello, client"
+when a tab connects, each timestamp just before it is sent, "Bye, client"
+when the tab goes away. The lines of all clients mix in one console.
+
+Run:   python3 test1/server.py            (-v shows every frame; Ctrl+C stops)
+Open:  test1/client.html in a browser, in as many tabs as you like.
+Next:  the page can only listen; in test2 it talks back.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+# Make "common" importable when run as python3 testN/server.py from anywhere.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import ServerConnection, serve  # noqa: E402
+
+HOST = "127.0.0.1"      # this machine only
+PORT = 5678             # the pages connect to this port unless told otherwise
+PAGE = Path(__file__).resolve().with_name("client.html")
+MAX_DELAY = 3.0         # seconds between two timestamps, at most
+
+
+def timestamp() -> str:
+    """The current UTC time in ISO 8601 with microseconds: 2026-11-25T17:30:00.123456Z."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def client_name(ws: ServerConnection) -> str:
+    """The client's address and port, to tell clients apart in the console."""
+    host, port = ws.remote_address[:2]
+    return f"{host}:{port}"
+
+
+async def handler(ws: ServerConnection, speed: float) -> None:
+    """Runs once per connection: send timestamps until the client leaves."""
+    who = client_name(ws)
+    print(f"Hello, client {who}", flush=True)
+    try:
+        while True:
+            now = timestamp()
+            print(f"{who} <- {now}", flush=True)
+            await ws.send(now)
+            try:
+                # Sleep for a random while, but wake up at once if the client leaves.
+                delay = random.uniform(0, MAX_DELAY) / speed
+                await asyncio.wait_for(ws.wait_closed(), timeout=delay)
+                break
+            except TimeoutError:
+                pass
+    finally:
+        print(f"Bye, client {who}", flush=True)
+
+
+async def run(host: str, port: int, speed: float) -> None:
+    """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
+            loop.add_signal_handler(sig, stop.set)
+    async with serve(functools.partial(handler, speed=speed), host, port) as server:
+        host, port = server.sockets[0].getsockname()[:2]
+        print(f"listening on ws://{host}:{port}/", flush=True)
+        page = PAGE.as_uri() + (f"?port={port}" if port != PORT else "")
+        print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
+        await stop.wait()
+    print("server stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST})")
+    parser.add_argument("--port", type=int, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="N",
+                        help="run the clock N times faster (used by the tests)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
+    args = parser.parse_args(argv)
+    if args.speed <= 0:
+        parser.error("--speed must be more than 0")
+    logging.basicConfig(format="%(asctime)s %(message)s")
+    if args.verbose:
+        logging.getLogger("common").setLevel(logging.DEBUG)
+    try:
+        asyncio.run(run(args.host, args.port, args.speed))
+    except KeyboardInterrupt:
+        pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
+    except OSError as exc:  # for example: the port is already in use
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

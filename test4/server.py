@@ -1,0 +1,204 @@
+"""test4: two sockets per page, one for commands and one for data.
+
+Lesson: a page may open several WebSockets to the same server, each with a
+job of its own. This is a mock data-acquisition system: a command socket to
+switch a fake sensor on and off, and a data socket on which the server pushes
+readings, so that commands and data never wait for each other.
+
+Both sockets connect to the same URL, so each one says what it is for in its
+first message: "COMMS" or "DATA". Any other first message gets an ERROR reply
+and the socket is closed with 1008 (policy violation). Then:
+
+    command socket:  START -> OK: acquisition started   (the sensor is on)
+                     STOP  -> OK: acquisition stopped   (the sensor is off)
+                     other -> ERROR: Command <other> not found
+    data socket:     SENSOR,<value> about every 0.1 s while the sensor is on,
+                     nothing while it is off (nothing is even sampled)
+
+New since test3: the role handshake in handler(), commands() and
+stream_data(), the Acquisition switch shared by every socket, FakeSensor (a
+noisy sine wave). The console logs each socket's role and each command.
+
+Run:   python3 test4/server.py            (-v shows every frame; Ctrl+C stops)
+Open:  test4/client.html on another device (or here), type an address that
+       the server printed, press Connect, then send START and STOP.
+Next:  the role rides in a first message that every socket must send and the
+       server must check; test4b moves it into the URL.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import random
+import signal
+import socket
+import sys
+from pathlib import Path
+
+# Make "common" importable when run as python3 testN/server.py from anywhere.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import CloseCode, ConnectionClosed, ServerConnection, serve  # noqa: E402
+
+HOST = "0.0.0.0"        # every network interface: other devices can connect
+PORT = 5678             # the pages connect to this port unless told otherwise
+PAGE = Path(__file__).resolve().with_name("client.html")
+SAMPLE_PERIOD = 0.1     # seconds between two readings while the sensor is on
+
+
+class FakeSensor:
+    """A pretend instrument: a slow sine wave plus a little noise, like a real signal."""
+
+    def __init__(self) -> None:
+        self.phase = 0.0
+
+    def read(self) -> float:
+        self.phase += 0.1
+        return 10 * math.sin(self.phase) + random.gauss(0, 0.3)
+
+
+class Acquisition:
+    """The state that every socket of every client shares: is the sensor on?"""
+
+    def __init__(self, period: float) -> None:
+        self.period = period            # seconds between two readings
+        self.on = asyncio.Event()       # set by START, cleared by STOP
+
+    def switch(self, on: bool) -> None:
+        if on:
+            self.on.set()
+        else:
+            self.on.clear()
+
+
+def client_name(ws: ServerConnection) -> str:
+    """The client's address and port, to tell clients apart in the console."""
+    host, port = ws.remote_address[:2]
+    return f"{host}:{port}"
+
+
+async def commands(ws: ServerConnection, acquisition: Acquisition, who: str) -> None:
+    """The command socket: switch the sensor on and off, one reply per command."""
+    async for command in ws:
+        if command == "START":
+            acquisition.switch(True)
+            reply = "OK: acquisition started"
+        elif command == "STOP":
+            acquisition.switch(False)
+            reply = "OK: acquisition stopped"
+        else:
+            reply = f"ERROR: Command {command} not found"
+        print(f"{who} asked {command!r}; answer: {reply!r}", flush=True)
+        await ws.send(reply)
+
+
+async def send_readings(ws: ServerConnection, acquisition: Acquisition) -> None:
+    """Read this socket's own sensor every period while it is on; push each reading."""
+    sensor = FakeSensor()
+    try:
+        while True:
+            await acquisition.on.wait()     # while off: nothing sampled, nothing sent
+            await ws.send(f"SENSOR,{sensor.read():.3f}")
+            await asyncio.sleep(acquisition.period)
+    except ConnectionClosed:
+        pass  # the client left: stream_data() sees it too and ends
+
+
+async def stream_data(ws: ServerConnection, acquisition: Acquisition) -> None:
+    """The data socket: readings go out from a task of their own until the client leaves."""
+    sender = asyncio.create_task(send_readings(ws, acquisition))
+    try:
+        async for _ in ws:
+            pass  # a data client has nothing to say, but reading is how we see it leave
+    finally:
+        sender.cancel()
+
+
+async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
+    """Runs once per connection: the first message says which job the socket does."""
+    who = client_name(ws)
+    print(f"Hello, client {who}", flush=True)
+    try:
+        role = await ws.recv()
+        print(f"{who} is a {role!r} socket", flush=True)
+        if role == "COMMS":
+            await commands(ws, acquisition, who)
+        elif role == "DATA":
+            await stream_data(ws, acquisition)
+        else:
+            await ws.send(f"ERROR: unknown role {role!r}: the first message must be COMMS or DATA")
+            await ws.close(CloseCode.POLICY_VIOLATION, "the first message must be COMMS or DATA")
+    finally:
+        print(f"Bye, client {who}", flush=True)
+
+
+def lan_addresses() -> list[str]:
+    """This machine's IPv4 addresses, as its own host name resolves (no packet is sent)."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        return []
+    return sorted({info[4][0] for info in infos if not info[4][0].startswith("127.")})
+
+
+def print_addresses(host: str) -> None:
+    """Tell which address to type in the page on another device."""
+    if host not in ("0.0.0.0", "::", ""):
+        print(f"only clients that can reach {host} can connect (--host 0.0.0.0 opens the server to the network)")
+    elif addresses := lan_addresses():
+        print(f"on another device on this network, connect to {' or '.join(addresses)}")
+    else:
+        print("no network address found for this host name: find it with `ip addr` (Linux),"
+              " `ipconfig` (Windows) or the network settings (macOS)")
+    print("on this machine, connect to localhost", flush=True)
+
+
+async def run(host: str, port: int, speed: float) -> None:
+    """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
+            loop.add_signal_handler(sig, stop.set)
+    acquisition = Acquisition(SAMPLE_PERIOD / speed)
+    async with serve(functools.partial(handler, acquisition=acquisition), host, port) as server:
+        host, port = server.sockets[0].getsockname()[:2]
+        print(f"listening on ws://{host}:{port}/", flush=True)
+        print_addresses(host)
+        page = PAGE.as_uri() + (f"?port={port}" if port != PORT else "")
+        print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
+        await stop.wait()
+    print("server stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST}, every interface)")
+    parser.add_argument("--port", type=int, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="N",
+                        help="run the clock N times faster (used by the tests)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
+    args = parser.parse_args(argv)
+    if args.speed <= 0:
+        parser.error("--speed must be more than 0")
+    logging.basicConfig(format="%(asctime)s %(message)s")
+    if args.verbose:
+        logging.getLogger("common").setLevel(logging.DEBUG)
+    try:
+        asyncio.run(run(args.host, args.port, args.speed))
+    except KeyboardInterrupt:
+        pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
+    except OSError as exc:  # for example: the port is already in use
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

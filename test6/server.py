@@ -1,0 +1,253 @@
+"""test6: the same server as test5; the page plots the readings as they come.
+
+Lesson: the wire protocol is the contract between server and page. A new way
+to show the same data (test6/client.html draws a live line chart on a
+<canvas>, redrawn at most once per animation frame) needs no change here: the
+server still broadcasts SENSOR,<value> on /stream_data/ and answers START and
+STOP on /commands/, logs every sample and sends every 4th (see test5).
+
+New since test5: nothing in this file but this docstring. The lesson is in
+the page: diff -u test5/client.html test6/client.html
+
+Run:   python3 test6/server.py            (-v shows every frame; Ctrl+C stops)
+Open:  test6/client.html in two tabs (or on two devices), Connect both, send
+       START: both charts grow together; STOP freezes both.
+Next:  commands are still typed by hand; test7 gives them buttons.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+# Make "common" importable when run as python3 testN/server.py from anywhere.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import Headers, ServerConnection, broadcast, serve  # noqa: E402
+
+HOST = "0.0.0.0"        # every network interface: other devices can connect
+PORT = 5678             # the pages connect to this port unless told otherwise
+PAGE = Path(__file__).resolve().with_name("client.html")
+LOG = Path(__file__).resolve().with_name("log.txt")
+SAMPLE_PERIOD = 0.25    # seconds between two samples (4 Hz) while the sensor is on
+SEND_EVERY = 4          # clients get every 4th sample; the log gets them all
+PATHS = ("/commands/", "/stream_data/")   # one path per role
+
+
+class FakeSensor:
+    """A pretend instrument: a slow sine wave plus a little noise, like a real signal."""
+
+    def __init__(self) -> None:
+        self.phase = 0.0
+
+    def read(self) -> float:
+        self.phase += 0.1
+        return 10 * math.sin(self.phase) + random.gauss(0, 0.3)
+
+
+def open_log(path: Path) -> TextIO:
+    """Start a fresh log at `path`, keeping the previous run's (if not empty) as PATH.1."""
+    if path.is_file() and path.stat().st_size > 0:
+        path.replace(f"{path}.1")
+    return open(path, "w", encoding="utf-8", buffering=1)  # line-buffered: whole lines, at once
+
+
+class Acquisition:
+    """One sensor for everybody, read by a thread of its own, logged, broadcast.
+
+    The event loop calls switch() and shutdown(). The sensor thread touches
+    nothing of the loop's: it hands readings over with call_soon_threadsafe().
+    """
+
+    def __init__(self, period: float, log: TextIO) -> None:
+        self.period = period            # seconds between two samples
+        self.log = log                  # one line per sample, written by the sensor thread
+        self.count = 0                  # samples taken, so lines logged
+        self.on = False                 # START sets it, STOP clears it
+        self.quitting = False           # shutdown() sets it
+        self.lock = threading.Lock()    # held while sampling: STOP waits for a sample in progress
+        self.changed = threading.Event()  # wakes the thread when `on` or `quitting` changes
+        self.data_clients: set[ServerConnection] = set()
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.Thread(target=self.sample_forever, name="sensor")
+        self.thread.start()
+
+    def switch(self, on: bool) -> None:
+        with self.lock:
+            self.on = on
+        self.changed.set()
+
+    def shutdown(self) -> int:
+        """Stop and join the sensor thread, close the log; return how many samples it holds."""
+        with self.lock:
+            self.quitting = True
+        self.changed.set()
+        self.thread.join()
+        self.log.close()
+        return self.count
+
+    def sample_forever(self) -> None:
+        """The sensor thread: one sample per period while on, asleep while off."""
+        sensor = FakeSensor()
+        due = 0.0                       # time.monotonic() of the next sample
+        while True:
+            self.changed.clear()        # before reading the state, so that no change is missed
+            with self.lock:
+                if self.quitting:
+                    return
+                now = time.monotonic()
+                if self.on and now >= due:
+                    self.take_sample(sensor)
+                    due = due + self.period if due + self.period > now else now + self.period
+                timeout = due - now if self.on else None
+            self.changed.wait(timeout)  # the clock; START, STOP and shutdown cut it short
+
+    def take_sample(self, sensor: FakeSensor) -> None:
+        """In the sensor thread: log every sample, hand every SEND_EVERY-th to the loop."""
+        reading = f"SENSOR,{sensor.read():.3f}"
+        self.log.write(reading + "\n")
+        if self.count % SEND_EVERY == 0:
+            self.loop.call_soon_threadsafe(broadcast, self.data_clients, reading)
+        self.count += 1
+
+
+def client_name(ws: ServerConnection) -> str:
+    """The client's address and port, to tell clients apart in the console."""
+    host, port = ws.remote_address[:2]
+    return f"{host}:{port}"
+
+
+async def commands(ws: ServerConnection, acquisition: Acquisition, who: str) -> None:
+    """The command socket: switch the sensor on and off, one reply per command."""
+    async for command in ws:
+        if command == "START":
+            acquisition.switch(True)
+            reply = "OK: acquisition started"
+        elif command == "STOP":
+            acquisition.switch(False)
+            reply = "OK: acquisition stopped"
+        else:
+            reply = f"ERROR: Command {command} not found"
+        print(f"{who} asked {command!r}; answer: {reply!r}", flush=True)
+        await ws.send(reply)
+
+
+async def stream_data(ws: ServerConnection, acquisition: Acquisition) -> None:
+    """The data socket: receive the broadcast readings until the client leaves."""
+    acquisition.data_clients.add(ws)
+    try:
+        async for _ in ws:
+            pass  # a data client has nothing to say, but reading is how we see it leave
+    finally:
+        acquisition.data_clients.discard(ws)
+
+
+def only_known_paths(path: str, headers: Headers) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """Before the handshake: answer 404 for a path that is not a socket's; None goes on."""
+    if path in PATHS:
+        return None
+    return 404, [("Content-Type", "text/plain; charset=utf-8")], b"Not found: use /commands/ or /stream_data/\n"
+
+
+async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
+    """Runs once per connection: the URL path says which job the socket does."""
+    who = client_name(ws)
+    print(f"Hello, client {who} on {ws.path}", flush=True)
+    try:
+        if ws.path == "/commands/":
+            await commands(ws, acquisition, who)
+        else:
+            await stream_data(ws, acquisition)
+    finally:
+        print(f"Bye, client {who}", flush=True)
+
+
+def lan_addresses() -> list[str]:
+    """This machine's IPv4 addresses, as its own host name resolves (no packet is sent)."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        return []
+    return sorted({info[4][0] for info in infos if not info[4][0].startswith("127.")})
+
+
+def print_addresses(host: str) -> None:
+    """Tell which address to type in the page on another device."""
+    if host not in ("0.0.0.0", "::", ""):
+        print(f"only clients that can reach {host} can connect (--host 0.0.0.0 opens the server to the network)")
+    elif addresses := lan_addresses():
+        print(f"on another device on this network, connect to {' or '.join(addresses)}")
+    else:
+        print("no network address found for this host name: find it with `ip addr` (Linux),"
+              " `ipconfig` (Windows) or the network settings (macOS)")
+    print("on this machine, connect to localhost", flush=True)
+
+
+async def run(host: str, port: int, speed: float, log: TextIO) -> None:
+    """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
+            loop.add_signal_handler(sig, stop.set)
+    acquisition = Acquisition(SAMPLE_PERIOD / speed, log)
+    try:
+        serving = serve(functools.partial(handler, acquisition=acquisition), host, port, process_request=only_known_paths)
+        async with serving as server:
+            host, port = server.sockets[0].getsockname()[:2]
+            print(f"listening on ws://{host}:{port}/", flush=True)
+            print_addresses(host)
+            page = PAGE.as_uri() + (f"?port={port}" if port != PORT else "")
+            print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
+            await stop.wait()
+    finally:
+        count = acquisition.shutdown()  # after the clients were closed: nothing taken is lost
+        print(f"logged {count} samples to {log.name}", flush=True)
+    print("server stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST}, every interface)")
+    parser.add_argument("--port", type=int, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="N",
+                        help="run the clock N times faster (used by the tests)")
+    parser.add_argument("--log", type=Path, default=LOG, metavar="PATH",
+                        help="log every sample to PATH (default: log.txt next to this script; the previous one is kept as PATH.1)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
+    args = parser.parse_args(argv)
+    if args.speed <= 0:
+        parser.error("--speed must be more than 0")
+    logging.basicConfig(format="%(asctime)s %(message)s")
+    if args.verbose:
+        logging.getLogger("common").setLevel(logging.DEBUG)
+    try:
+        log = open_log(args.log)
+    except OSError as exc:
+        print(f"error: cannot write the log {args.log}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run(args.host, args.port, args.speed, log))
+    except KeyboardInterrupt:
+        pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
+    except OSError as exc:  # for example: the port is already in use
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
