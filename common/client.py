@@ -20,6 +20,7 @@ __all__ = ["connect", "ClientConnection", "parse_uri"]
 class ClientConnection(Connection):
     """The client's end of a WebSocket: it masks every frame it sends (§5.3)."""
 
+    __slots__ = ()
     is_client = True
 
 
@@ -117,17 +118,16 @@ class connect:
         if port != default_port:
             host_header += f":{port}"
         offer = deflate.client_offer() if self.compression == "deflate" else None
-        writer.write(
-            build_request(
-                host_header,
-                path,
-                key,
-                origin=self.origin,
-                subprotocols=self.subprotocols,
-                extensions=offer,
-                extra_headers=self.extra_headers,
-            )
+        request = build_request(
+            host_header,
+            path,
+            key,
+            origin=self.origin,
+            subprotocols=self.subprotocols,
+            extensions=offer,
+            extra_headers=self.extra_headers,
         )
+        writer.write(request)
         try:
             response = parse_response(await read_head(reader))
         except InvalidMessage as exc:
@@ -141,6 +141,7 @@ class connect:
             extension = deflate.client_accept(answered)
         connection = ClientConnection(reader, writer, extension=extension, subprotocol=subprotocol, **self.options)
         connection.path = path
+        connection._request_head = request
         connection.response_headers = response.headers
         connection.start()
         return connection

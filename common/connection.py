@@ -20,7 +20,6 @@ import logging
 import os
 import struct
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Union
 
@@ -31,7 +30,7 @@ from .exceptions import (
     ProtocolError,
 )
 from .frames import Close, CloseCode, Opcode, apply_mask, encode_header
-from .http11 import Headers
+from .http11 import Headers, parse_request
 from .protocol import Receiver
 
 __all__ = ["Connection", "State", "Data"]
@@ -89,6 +88,16 @@ class Connection:
 
     is_client = False
 
+    # Thousands of idle connections are the common case for a server: slots
+    # keep each one small. "__dict__" still lets applications tag a connection.
+    __slots__ = (
+        "reader", "writer", "transport", "loop", "max_queue", "ping_interval", "ping_timeout",
+        "close_timeout", "write_limit", "extension", "subprotocol", "_request_head",
+        "response_headers", "path", "remote_address", "state", "debug", "receiver", "close_sent",
+        "close_rcvd", "close_rcvd_then_sent", "_messages", "_recv_waiter", "_resume_reading",
+        "_pending_failure", "_pings", "_timer", "_closed", "_reader_task", "stalled_since", "__dict__",
+    )
+
     def __init__(
         self,
         reader: asyncio.StreamReader,
@@ -114,7 +123,7 @@ class Connection:
         self.write_limit = write_limit
         self.extension = extension
         self.subprotocol = subprotocol
-        self.request_headers = Headers()
+        self._request_head = b""
         self.response_headers = Headers()
         self.path = "/"
         self.remote_address = writer.get_extra_info("peername")
@@ -130,7 +139,9 @@ class Connection:
         self.close_sent: Close | None = None
         self.close_rcvd: Close | None = None
         self.close_rcvd_then_sent: bool | None = None
-        self._messages: deque[Data] = deque()
+        # A list, not a deque: it holds at most max_queue items, and an empty
+        # deque costs 600 bytes per connection where a list costs 56.
+        self._messages: list[Data] = []
         self._recv_waiter: asyncio.Future[None] | None = None
         self._resume_reading: asyncio.Future[None] | None = None
         self._pending_failure: ProtocolError | None = None
@@ -142,6 +153,12 @@ class Connection:
         self.stalled_since: float | None = None
 
     # ----------------------------------------------------------------- public
+
+    @property
+    def request_headers(self) -> Headers:
+        """The headers of the opening request (parsed again on each access:
+        keeping only the raw bytes saves memory on every idle connection)."""
+        return parse_request(self._request_head).headers if self._request_head else Headers()
 
     @property
     def close_code(self) -> int | None:
@@ -165,7 +182,7 @@ class Connection:
         """
         while True:
             if self._messages:
-                message = self._messages.popleft()
+                message = self._messages.pop(0)
                 if self._resume_reading is not None and len(self._messages) < self.max_queue:
                     if not self._resume_reading.done():
                         self._resume_reading.set_result(None)

@@ -38,6 +38,7 @@ Handler = Callable[["ServerConnection"], Awaitable[Any]]
 class ServerConnection(Connection):
     """The server's end of a WebSocket: what a handler receives."""
 
+    __slots__ = ()
     is_client = False
 
 
@@ -189,7 +190,7 @@ class Server:
         writer.write(serialize_response(HTTPStatus.SWITCHING_PROTOCOLS, headers))
         connection = ServerConnection(reader, writer, extension=extension, subprotocol=subprotocol, **self.connection_options)
         connection.path = request.path
-        connection.request_headers = request.headers
+        connection._request_head = head
         connection.response_headers = Headers(headers)
         return connection
 
