@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 
 import pytest
@@ -268,10 +269,12 @@ def test_slow_reader_applies_backpressure_instead_of_buffering():
             async for message in ws:
                 await ws.send(message)
 
+        chunk = os.urandom(65536)  # incompressible, whatever the extensions
+
         async with server(handler, max_queue=4) as srv, connect(srv.url, write_limit=2**16) as ws:
             async def send_all():
                 for _ in range(200):
-                    await ws.send(b"x" * 65536)
+                    await ws.send(chunk)
 
             sender = asyncio.create_task(send_all())
             # With nobody reading on the server, the client's send must block.
@@ -281,7 +284,7 @@ def test_slow_reader_applies_backpressure_instead_of_buffering():
             assert len(conn._messages) <= 4
             gate.set()
             for _ in range(200):
-                assert await asyncio.wait_for(ws.recv(), BOUND) == b"x" * 65536
+                assert await asyncio.wait_for(ws.recv(), BOUND) == chunk
             await sender
 
     run(main())
