@@ -95,7 +95,7 @@ class Connection:
         "close_timeout", "write_limit", "extension", "subprotocol", "_request_head",
         "response_headers", "path", "remote_address", "state", "debug", "receiver", "close_sent",
         "close_rcvd", "close_rcvd_then_sent", "_messages", "_recv_waiter", "_resume_reading",
-        "_pending_failure", "_pings", "_timer", "_closed", "_reader_task", "stalled_since", "__dict__",
+        "_pending_failure", "_eof_waiter", "_pings", "_timer", "_closed", "_reader_task", "stalled_since", "__dict__",
     )
 
     def __init__(
@@ -145,6 +145,8 @@ class Connection:
         self._recv_waiter: asyncio.Future[None] | None = None
         self._resume_reading: asyncio.Future[None] | None = None
         self._pending_failure: ProtocolError | None = None
+        # Set while the peer's EOF waits for the application (see _read_loop).
+        self._eof_waiter: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
@@ -194,6 +196,9 @@ class Connection:
             if self.state is State.CLOSED or self._pending_failure is not None:
                 await asyncio.shield(self._closed)
                 raise self._closed_exception()
+            if self._eof_waiter is not None and not self._eof_waiter.done():
+                # Everything that came before the peer's EOF was returned.
+                self._eof_waiter.set_result(None)
             if self._recv_waiter is not None:
                 raise RuntimeError("recv() called while another coroutine is already waiting for a message")
             self._recv_waiter = self.loop.create_future()
@@ -289,6 +294,13 @@ class Connection:
             while True:
                 data = await read(READ_SIZE)
                 if not data:
+                    if self._messages and self.state is State.OPEN:
+                        # The peer half-closed (shutdown(SHUT_WR)) right after its
+                        # last messages and may still be reading: our side stays
+                        # open until the application has taken them all and asks
+                        # for more, so that it can answer them; close_timeout bounds it.
+                        self._eof_waiter = self.loop.create_future()
+                        await asyncio.wait([self._eof_waiter], timeout=self.close_timeout)
                     break
                 for opcode, payload in feed(data):
                     if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
@@ -449,6 +461,8 @@ class Connection:
         if self._resume_reading is not None and not self._resume_reading.done():
             # Reading must go on to see the peer's close, whatever is queued.
             self._resume_reading.set_result(None)
+        if self._eof_waiter is not None and not self._eof_waiter.done():
+            self._eof_waiter.set_result(None)  # the peer sent EOF already: no close will come
         self._write_frame(Opcode.CLOSE, close.serialize())
         if self._timer is not None:
             self._timer.cancel()
