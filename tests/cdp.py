@@ -467,7 +467,12 @@ class Tab:
         return self.evaluate(f"document.querySelector({json.dumps(selector)})?.textContent ?? null")
 
     def screenshot(self) -> bytes:
-        """Capture the viewport as PNG bytes (``width`` x ``height`` pixels)."""
+        """Capture the viewport as PNG bytes (``width`` x ``height`` pixels).
+
+        The tab is brought to the front first: a tab behind others may not
+        render a new frame, and the capture waits for one.
+        """
+        self.call("Page.bringToFront")
         data = self.call("Page.captureScreenshot", {"format": "png", "fromSurface": True})["data"]
         return base64.b64decode(data)
 
@@ -535,6 +540,8 @@ def png_distinct_colors(png: bytes, enough: int = 64) -> int:
     for y in range(height):
         start = y * (stride + 1)
         kind, row = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        if kind == 2 and not any(row):              # Up with no change: the row above again
+            continue
         _unfilter(kind, row, previous, channels)
         seen.update(bytes(row[x:x + channels]) for x in range(0, stride, channels))
         if len(seen) >= enough:
@@ -547,6 +554,10 @@ def _unfilter(kind: int, row: bytearray, prior: bytearray, bpp: int) -> None:
     """Undo one row's filter in place (PNG spec §9.2)."""
     n = len(row)
     if kind == 0:
+        return
+    # Fast path for flat areas (a blank page is all flat): zero deltas.
+    if kind == 1 and not any(memoryview(row)[bpp:]):  # Sub, unchanged: the first pixel repeated
+        row[:] = bytes(row[:bpp]) * (n // bpp)
         return
     if kind == 1:                                   # Sub
         for i in range(bpp, n):

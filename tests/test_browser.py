@@ -1,0 +1,497 @@
+"""Browser tests: every stage used as a person would, in headless Chromium.
+
+Each test starts the stage's server on a free port (``running_stage``, at
+``--speed 20``), opens the stage's page in Chromium (driven by ``tests/cdp.py``
+over the DevTools Protocol with our own ``common.connect``), does what
+``seed.md`` tells a person to do (type, click) and checks what that person
+would see, through the pages' DOM contract:
+
+* every page: ``#messages`` (one child per message, newest last) and
+  ``#status`` whose ``data-state`` is ``connecting``, ``open`` or ``closed``;
+  ``?host=&port=`` in the URL choose the server;
+* test2: ``#command``, ``#send``, ``#response``; test3 and later: ``#host``
+  and ``#connect``; test3 to test6: ``#command``, ``#send``, ``#response``;
+  test6 and later: ``canvas#chart``; test7 and later: ``#start``, ``#stop``
+  and ``#legend``; test8 and test9: series A, B and C in ``#legend``;
+  test9 is also served by its own server at ``/`` and ``/dashboard``.
+
+One screenshot per stage is saved in a temporary folder (shown with
+``pytest -s``) and checked to be a real render of the viewport's size.
+
+Without Chromium the tests are skipped; with ``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+try:                                    # tests/ as a package or as a plain directory
+    from . import cdp
+    from .stage_util import running_stage
+except ImportError:
+    import cdp
+    from stage_util import running_stage
+
+ROOT = Path(__file__).resolve().parent.parent
+VIEWPORT = (1024, 1280)                 # CSS pixels at device scale 1: the screenshots' size
+SPEED = 20                              # the servers' clocks run this many times faster...
+FAST = 50                               # ...and the acquisitions' (test4 and later) faster still
+TIMEOUT = 10.0                          # bound of every wait for something a person would see
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")   # 2026-11-25T17:30:00.123456Z
+FAILURE_WORDS = re.compile(r"could not|cannot|refused|failed|unreachable|lost|closed|error", re.I)
+
+# Counts kept by the test, not by the page: how many children were ever added
+# to #messages (the page keeps only the newest ones) and when, and how many
+# times #response was written (a reply can repeat the previous one's text).
+# Installed before the page's own script runs.
+COUNTERS = """
+window.__lab = { messages: 0, responses: 0, arrivals: [] };
+document.addEventListener("DOMContentLoaded", () => {
+  const list = document.getElementById("messages");
+  if (list) {
+    __lab.messages = list.children.length;
+    new MutationObserver((records) => {
+      for (const r of records) for (const n of r.addedNodes) if (n.nodeType === 1) {
+        __lab.messages++;
+        __lab.arrivals.push(performance.now());        // when it showed up, in ms
+        if (__lab.arrivals.length > 1000) __lab.arrivals.splice(0, 500);
+      }
+    }).observe(list, { childList: true });
+  }
+  const response = document.getElementById("response");
+  if (response) {
+    new MutationObserver((records) => { __lab.responses += records.length; })
+      .observe(response, { childList: true, characterData: true, subtree: true });
+  }
+});
+"""
+
+# A fingerprint of the chart's pixels: [width, height, FNV-1a hash, non-blank pixels].
+CANVAS_FINGERPRINT = """(() => {
+  const c = document.querySelector("canvas#chart");
+  if (!c || !c.width || !c.height) return null;
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let h = 2166136261, painted = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    h = Math.imul(h ^ d[i], 16777619); h = Math.imul(h ^ d[i + 1], 16777619);
+    h = Math.imul(h ^ d[i + 2], 16777619); h = Math.imul(h ^ d[i + 3], 16777619);
+    if (d[i + 3]) painted++;
+  }
+  return [c.width, c.height, h >>> 0, painted];
+})()"""
+
+# For each #legend entry: its text and the colour of its swatch (any child
+# with a background colour), and whether that colour is drawn in the chart.
+LEGEND_IN_CHART = """(() => {
+  const c = document.querySelector("canvas#chart");
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  const rgb = (css) => (css.match(/\\d+(\\.\\d+)?/g) || []).map(Number);
+  return [...document.querySelectorAll("#legend > *")].map((item) => {
+    const swatch = [item, ...item.querySelectorAll("*")].map((e) => getComputedStyle(e).backgroundColor)
+      .find((bg) => bg && bg !== "transparent" && !/rgba\\(.*,\\s*0\\)$/.test(bg) && bg !== "rgb(255, 255, 255)");
+    let pixels = 0;
+    if (swatch) {
+      const [r, g, b] = rgb(swatch);
+      for (let i = 0; i < d.length; i += 4)
+        if (d[i + 3] > 200 && Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < 24) pixels++;
+    }
+    return { name: item.textContent.trim(), color: swatch || null, pixels };
+  });
+})()"""
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="session")
+def browser(request: pytest.FixtureRequest) -> Iterator[cdp.Browser]:
+    """One headless Chromium for the whole session; skipped (or failed on CI) if missing."""
+    executable = cdp.find_chromium()
+    if executable is None:
+        wanted = os.environ.get("CHROMIUM")
+        reason = "chromium not found: apt-get install chromium" + (f" (CHROMIUM={wanted} is not an executable)" if wanted else "")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true requires the browser tests to run", pytrace=False)
+        pytest.skip(reason)
+    browser = cdp.Browser(executable)
+    request.addfinalizer(browser.close)       # always: kill Chromium, delete its profile
+    return browser
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder where each stage leaves one screenshot."""
+    folder = tmp_path_factory.mktemp("screenshots")
+    print(f"\nbrowser screenshots go to {folder}")
+    return folder
+
+
+@pytest.fixture
+def open_tab(browser: cdp.Browser) -> Iterator[Callable[[str], cdp.Tab]]:
+    """Open tabs on demand (``open_tab(url)``); all are closed after the test.
+
+    A test fails if a page threw an uncaught JavaScript exception.
+    """
+    tabs: list[cdp.Tab] = []
+
+    def open_(url: str) -> cdp.Tab:
+        tab = browser.new_tab(*VIEWPORT)
+        tabs.append(tab)
+        tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": COUNTERS})
+        tab.navigate(url)
+        return tab
+
+    yield open_
+    errors = [f"{tab.evaluate('location.href') if not tab.closed else '?'}: {e}" for tab in tabs for e in tab.errors]
+    for tab in tabs:
+        tab.close()
+    assert not errors, f"uncaught JavaScript exceptions in the page: {errors}"
+
+
+# ------------------------------------------------------------------- helpers
+
+def page_url(stage: str, port: int, host: str = "127.0.0.1") -> str:
+    """The stage's page opened from disk, pointed at host:port."""
+    return f"{(ROOT / stage / 'client.html').as_uri()}?host={host}&port={port}"
+
+
+def free_port() -> int:
+    """A port on which nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def state(tab: cdp.Tab) -> str:
+    return tab.evaluate("document.querySelector('#status').dataset.state")
+
+
+def status(tab: cdp.Tab) -> str:
+    return tab.text("#status") or ""
+
+
+def count(tab: cdp.Tab) -> int:
+    """How many messages were ever added to #messages."""
+    return tab.evaluate("__lab.messages")
+
+
+def messages(tab: cdp.Tab) -> list[str]:
+    """The texts of the messages now in #messages, oldest first."""
+    return tab.evaluate("[...document.querySelectorAll('#messages > *')].map((e) => e.textContent)")
+
+
+def wait_open(tab: cdp.Tab) -> None:
+    tab.wait_for("document.querySelector('#status').dataset.state === 'open'", timeout=TIMEOUT,
+                 message=f"#status never became open (it says {status(tab)!r})")
+
+
+def connect(tab: cdp.Tab, host: str = "127.0.0.1") -> None:
+    """Type the server's address in #host, press Connect, wait for 'open'."""
+    tab.type("#host", host)
+    tab.click("#connect")
+    wait_open(tab)
+
+
+def wait_count(tab: cdp.Tab, at_least: int) -> int:
+    return tab.wait_for(f"__lab.messages >= {at_least} && __lab.messages", timeout=TIMEOUT,
+                        message=f"#messages never reached {at_least} messages")
+
+
+def send(tab: cdp.Tab, command: str) -> str:
+    """Type ``command`` in #command, press Send, return the reply shown in #response."""
+    before = tab.evaluate("__lab.responses")
+    tab.type("#command", command)
+    tab.click("#send")
+    tab.wait_for(f"__lab.responses > {before}", timeout=TIMEOUT, message=f"no reply to {command} in #response")
+    return tab.text("#response") or ""
+
+
+def press(tab: cdp.Tab, button: str) -> str:
+    """Click #start or #stop, return the reply shown in #response."""
+    before = tab.evaluate("__lab.responses")
+    tab.click(button)
+    tab.wait_for(f"__lab.responses > {before}", timeout=TIMEOUT, message=f"no reply to {button} in #response")
+    return tab.text("#response") or ""
+
+
+def fingerprint(tab: cdp.Tab) -> list[int]:
+    value = tab.evaluate(CANVAS_FINGERPRINT)
+    assert value, "the page has no canvas#chart with a size"
+    return value
+
+
+def wait_chart_change(tab: cdp.Tab, old: list[int], message: str) -> None:
+    """Wait (bounded) until the chart's pixels differ from the fingerprint ``old``."""
+    tab.wait_for(f"(() => {{ const f = {CANVAS_FINGERPRINT}; return f && f[2] !== {old[2]}; }})()",
+                 timeout=TIMEOUT, message=message)
+
+
+def wait_quiet(tabs: list[cdp.Tab], window: float, *, chart: bool, bound: float = TIMEOUT) -> list[tuple[int, list[int] | None]]:
+    """Wait until no tab changes (message count, and chart pixels if ``chart``) for ``window`` seconds.
+
+    This is how "it stopped" is observed: readings that were already on their
+    way when the server handled STOP may still land, then nothing more. Fails
+    if the pages are still changing after ``bound`` seconds.
+    """
+    def snapshot() -> list[tuple[int, list[int] | None]]:
+        return [(count(t), fingerprint(t) if chart else None) for t in tabs]
+
+    deadline = time.monotonic() + bound
+    last, since = snapshot(), time.monotonic()
+    while time.monotonic() - since < window:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the pages kept changing for {bound} s after STOP: now {last}")
+        time.sleep(cdp.POLL_INTERVAL)
+        now = snapshot()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def assert_unchanged(tabs: list[cdp.Tab], window: float, expected: list[tuple[int, list[int] | None]], *, chart: bool) -> None:
+    """Watch the pages for ``window`` seconds: no message may arrive, no chart pixel change."""
+    end = time.monotonic() + window
+    while True:
+        now = [(count(t), fingerprint(t) if chart else None) for t in tabs]
+        assert now == expected, f"the pages changed after they had stopped: {expected} -> {now}"
+        if time.monotonic() >= end:
+            return
+        time.sleep(cdp.POLL_INTERVAL)
+
+
+def save_screenshot(tab: cdp.Tab, folder: Path, name: str) -> Path:
+    """Capture the viewport, check it is a real render of the right size, save it."""
+    png = tab.screenshot()
+    assert cdp.png_size(png) == VIEWPORT, f"screenshot is {cdp.png_size(png)}, the viewport is {VIEWPORT}"
+    colors = cdp.png_distinct_colors(png, enough=64)
+    assert colors >= 64, f"the screenshot of {name} looks blank: {colors} distinct colours"
+    path = folder / f"{name}.png"
+    path.write_bytes(png)
+    print(f"screenshot of {name}: {path}")
+    return path
+
+
+# -------------------------------------------------------- the driver itself
+
+def test_devtools_socket_carries_multi_megabyte_messages(browser: cdp.Browser, open_tab: Callable[[str], cdp.Tab]) -> None:
+    """Our client talks to Chromium's own WebSocket server both ways, far beyond 1 MiB."""
+    tab = open_tab("about:blank")
+    echoed = tab.evaluate("'" + "x" * 3_000_000 + "'.length")   # 3 MB sent by us, masked
+    assert echoed == 3_000_000
+    # A screenshot of random pixels does not compress: several MB come back in one message.
+    tab.evaluate(f"""(() => {{
+        document.body.style.margin = 0;
+        const c = document.body.appendChild(document.createElement("canvas"));
+        c.width = {VIEWPORT[0]}; c.height = {VIEWPORT[1]};
+        const ctx = c.getContext("2d"), img = ctx.createImageData(c.width, c.height);
+        for (let i = 0; i < img.data.length; i += 65536) crypto.getRandomValues(img.data.subarray(i, i + 65536));
+        for (let i = 3; i < img.data.length; i += 4) img.data[i] = 255;
+        ctx.putImageData(img, 0, 0);
+    }})()""")
+    png = tab.screenshot()
+    assert len(png) > 2 * 2**20
+    assert cdp.png_size(png) == VIEWPORT
+    assert browser.ws is not None and browser.ws.state is cdp.common.State.OPEN
+
+
+def test_png_check_counts_colours_exactly(open_tab: Callable[[str], cdp.Tab]) -> None:
+    """The PNG decoder sees exactly the colours painted: four stripes, four colours."""
+    tab = open_tab("data:text/html,<body style='margin:0'>" + "".join(
+        f"<div style='height:{VIEWPORT[1] // 4}px;background:{c}'></div>" for c in ("%23123456", "%23abcdef", "%23ff0000", "%2300ff7f")))
+    png = tab.screenshot()
+    assert cdp.png_size(png) == VIEWPORT
+    assert cdp.png_distinct_colors(png, enough=1000) == 4
+
+
+def test_blank_render_is_recognised_as_blank(open_tab: Callable[[str], cdp.Tab]) -> None:
+    """The screenshot check tells a blank page from a real one."""
+    tab = open_tab("about:blank")
+    png = tab.screenshot()
+    assert cdp.png_size(png) == VIEWPORT
+    assert cdp.png_distinct_colors(png, enough=64) == 1
+
+
+# -------------------------------------------------------------------- stages
+
+def test_test1_each_tab_gets_its_own_stream(open_tab, screenshots, tmp_path) -> None:
+    """test1: timestamps fill #messages, and two tabs get two different streams."""
+    with running_stage("test1", tmp_path=tmp_path, speed=SPEED) as server:
+        first, second = open_tab(page_url("test1", server.port)), open_tab(page_url("test1", server.port))
+        for tab in (first, second):
+            wait_open(tab)
+            wait_count(tab, 4)
+        a, b = messages(first), messages(second)
+        for text in a + b:
+            assert TIMESTAMP.match(text), f"not a timestamp: {text!r}"
+        assert a[:4] != b[:4], "both tabs show the same stream"
+        assert server.output().count("Hello, client") >= 2
+        save_screenshot(first, screenshots, "test1")
+
+
+@pytest.mark.parametrize("stage", ["test2", "test3"])
+def test_commands_get_their_replies(stage, open_tab, screenshots, tmp_path) -> None:
+    """test2, test3: GET_TIME shows a timestamp, GREET_ME a greeting, anything else an error."""
+    with running_stage(stage, tmp_path=tmp_path, speed=SPEED) as server:
+        tab = open_tab(page_url(stage, server.port))
+        if stage == "test2":
+            wait_open(tab)                          # test2 connects on load
+        else:
+            assert state(tab) != "open", "test3 must wait for Connect"
+            connect(tab)
+        assert TIMESTAMP.match(send(tab, "GET_TIME"))
+        assert "hello" in send(tab, "GREET_ME").lower()
+        assert send(tab, "LAUNCH_ROCKET") == "ERROR: Command LAUNCH_ROCKET not found"
+        assert tab.evaluate("document.querySelector('#response').classList.contains('error')")
+        assert "GREET_ME" in server.output()
+        save_screenshot(tab, screenshots, stage)
+
+
+def log_lines(server) -> list[str] | None:
+    """The samples the server logged so far (test5 and later), None if it keeps no log."""
+    if server.log_path is None:
+        return None
+    return server.log_path.read_text(encoding="utf-8").splitlines() if server.log_path.exists() else []
+
+
+def wait_logged(server, text: str, *, more_than: int) -> None:
+    """Wait (bounded) until the server's console shows ``text`` more than ``more_than`` times."""
+    deadline = time.monotonic() + TIMEOUT
+    while server.output().count(text) <= more_than:
+        assert time.monotonic() < deadline, f"the server never printed {text} again:\n{server.output()}"
+        time.sleep(cdp.POLL_INTERVAL)
+
+
+def start_then_stop(server, tabs: list[cdp.Tab], starter: cdp.Tab, stopper: cdp.Tab, *, buttons: bool, chart: bool) -> None:
+    """START in ``starter``: every tab fills. STOP in ``stopper``: every tab stops.
+
+    "Stops" is measured, not assumed: while running we time how long a few
+    readings take to arrive; after the STOP reply, once the server's console
+    shows it handled STOP, every page must stay unchanged for ten times that
+    (at least 0.5 s), having received no more than the few readings already
+    on their way. Where the server logs its samples (test5 and later), the
+    log must not grow either, and every reading a page shows must be in it.
+    """
+    before = [count(t) for t in tabs]
+    shown = [fingerprint(t) for t in tabs] if chart else []
+    reply = press(starter, "#start") if buttons else send(starter, "START")
+    assert not reply.startswith("ERROR"), f"START was refused: {reply!r}"
+    for tab, n in zip(tabs, before):
+        wait_count(tab, n + 10)
+    # The pace of the readings, as the pages saw them arrive (not as slow CDP polling sees it).
+    per_reading = max(tab.evaluate(f"(() => {{ const a = __lab.arrivals.slice(-(__lab.messages - {n} - 1));"
+                                   " return (a.at(-1) - a[0]) / (a.length - 1) / 1000; })()")
+                      for tab, n in zip(tabs, before))
+    if chart:
+        for tab, old in zip(tabs, shown):
+            wait_chart_change(tab, old, "the chart did not change while readings arrived")
+            wait_chart_change(tab, fingerprint(tab), "the chart stopped following the readings")
+
+    stops_handled = server.output().count("'STOP'")
+    reply = press(stopper, "#stop") if buttons else send(stopper, "STOP")
+    assert not reply.startswith("ERROR"), f"STOP was refused: {reply!r}"
+    at_stop = [count(t) for t in tabs]
+    wait_logged(server, "'STOP'", more_than=stops_handled)     # the console logs each command
+    window = max(0.5, 10 * per_reading)
+    print(f"{len(tabs)} tab(s): a reading every {per_reading:.3f} s; after STOP, watching {window:.2f} s of silence twice")
+    settled = wait_quiet(tabs, window, chart=chart)
+    late = [n - m for (n, _), m in zip(settled, at_stop)]
+    assert all(k <= 5 for k in late), f"readings kept arriving after the STOP reply: {late} more"
+    logged = log_lines(server)
+    assert_unchanged(tabs, window, settled, chart=chart)                # and it stays so
+    if logged is not None:
+        assert logged, "the server logged no sample while running"
+        assert log_lines(server) == logged, "the server kept sampling after STOP"
+        for tab in tabs:
+            shown = iter(logged)
+            missing = [m for m in messages(tab) if m not in shown]   # in order: a subsequence of the log
+            assert not missing, f"readings shown but not in the server's log (or out of order): {missing[:3]}"
+
+
+@pytest.mark.parametrize("stage", ["test4", "test4b"])
+def test_start_fills_and_stop_stops(stage, open_tab, screenshots, tmp_path) -> None:
+    """test4, test4b: after Connect, START makes readings arrive; STOP stops them."""
+    with running_stage(stage, tmp_path=tmp_path, speed=FAST) as server:
+        tab = open_tab(page_url(stage, server.port))
+        connect(tab)
+        start_then_stop(server, [tab], tab, tab, buttons=False, chart=False)
+        assert re.search(r"^SENSOR,", messages(tab)[-1]), f"not a reading: {messages(tab)[-1]!r}"
+        save_screenshot(tab, screenshots, stage)
+
+
+@pytest.mark.parametrize("stage", ["test5", "test6", "test7", "test8", "test9"])
+def test_one_tab_controls_every_tab(stage, open_tab, screenshots, tmp_path) -> None:
+    """test5 to test9: START in one tab fills both, STOP in the other stops both (and their charts)."""
+    buttons = stage >= "test7"
+    chart = stage >= "test6"
+    with running_stage(stage, tmp_path=tmp_path, speed=FAST) as server:
+        tabs = [open_tab(page_url(stage, server.port)) for _ in range(2)]
+        for tab in tabs:
+            connect(tab)
+        start_then_stop(server, tabs, tabs[0], tabs[1], buttons=buttons, chart=chart)
+        if stage >= "test7":
+            check_legend(tabs[0], ["A", "B", "C"] if stage >= "test8" else None)
+        save_screenshot(tabs[1], screenshots, stage)
+
+
+def check_legend(tab: cdp.Tab, names: list[str] | None) -> None:
+    """#legend names the series (``names``, if given), and each series is drawn in its colour."""
+    legend = tab.evaluate(LEGEND_IN_CHART)
+    assert legend, "#legend is empty"
+    if names is not None:
+        assert [entry["name"] for entry in legend] == names, f"legend: {legend}"
+    for entry in legend:
+        if entry["color"]:
+            assert entry["pixels"] >= 5, f"series {entry['name']} ({entry['color']}) is not drawn in the chart: {legend}"
+
+
+def test_test9_is_served_by_its_server(open_tab, screenshots, tmp_path) -> None:
+    """test9: / and /dashboard serve the page, #host is pre-filled, clicks alone make it work."""
+    with running_stage("test9", tmp_path=tmp_path, speed=FAST) as server:
+        base = f"http://127.0.0.1:{server.port}"     # the WebSocket port answers HTTP too
+        tabs = [open_tab(base + "/"), open_tab(base + "/dashboard")]
+        for tab in tabs:
+            assert tab.evaluate("location.protocol") == "http:"
+            assert tab.evaluate("document.querySelector('#host').value") == "127.0.0.1"
+            tab.click("#connect")                  # nothing typed
+            wait_open(tab)
+        start_then_stop(server, tabs, tabs[1], tabs[0], buttons=True, chart=True)
+        check_legend(tabs[0], ["A", "B", "C"])
+        save_screenshot(tabs[0], screenshots, "test9-served")
+
+
+STAGES = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_page_shows_that_no_server_answers(stage, open_tab) -> None:
+    """Every page: with no server on the port, #status says so instead of hanging or claiming 'open'."""
+    tab = open_tab(page_url(stage, free_port()))
+    if tab.evaluate("!!document.querySelector('#connect')"):
+        tab.type("#host", "127.0.0.1")
+        tab.click("#connect")
+    tab.wait_for("/could not|cannot|refused|failed|unreachable|lost/i.test(document.querySelector('#status').textContent)",
+                 timeout=TIMEOUT, message=f"#status never reported the failure (it says {status(tab)!r})")
+    assert state(tab) != "open"
+    assert count(tab) == 0
+
+
+@pytest.mark.parametrize("stage", ["test1", "test9"])
+def test_page_shows_that_the_server_went_away(stage, open_tab, tmp_path) -> None:
+    """A page whose server stops says so in #status."""
+    with running_stage(stage, tmp_path=tmp_path, speed=SPEED) as server:
+        tab = open_tab(page_url(stage, server.port))
+        if stage != "test1":
+            connect(tab)
+        else:
+            wait_open(tab)
+        server.stop()
+        tab.wait_for("document.querySelector('#status').dataset.state !== 'open'", timeout=TIMEOUT,
+                     message="#status still says open after the server stopped")
+        assert FAILURE_WORDS.search(status(tab)), status(tab)
