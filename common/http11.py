@@ -107,10 +107,17 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
     """Read up to and including the blank line that ends an HTTP head.
 
     Raises :class:`InvalidMessage` with 431 when the head grows past
-    ``MAX_HEAD`` and with 400 when the peer closes before finishing it.
+    ``MAX_HEAD`` and with 400 when the peer closes before finishing it, or at
+    once when the first byte cannot start an HTTP message (a TLS handshake
+    or binary garbage may never contain the blank line that ends a head).
     """
     try:
-        return await reader.readuntil(b"\r\n\r\n")
+        first = await reader.readexactly(1)
+        if first[0] not in _TOKEN_CHARS:
+            if first == b"\x16":  # a TLS record of type handshake: a ClientHello
+                raise InvalidMessage("this is a TLS handshake (wss://) on a plain-text port (ws://)")
+            raise InvalidMessage(f"not HTTP: the first byte is {first!r}")
+        return first + await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
         raise InvalidMessage(
             "request head too large", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
