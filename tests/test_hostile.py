@@ -1,0 +1,386 @@
+"""Hostile and broken peers against common's server: each gets a clear answer and costs only itself.
+
+Every test runs an in-process server on 127.0.0.1, sends it something wrong
+from a raw socket, checks the answer (a proper HTTP error with a short text
+body, or the right close code), then checks that a well-behaved client still
+gets its echo and that nothing was logged at ERROR level (no traceback).
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+
+import pytest
+
+from common import CloseCode, ConnectionClosedError, State, connect, serve
+from common.http11 import MAX_HEAD, MAX_HEADERS, MAX_LINE
+
+BOUND = 10  # seconds: the longest any single wait in these tests may take
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+HANDSHAKE = (
+    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+).encode()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 4 * BOUND))
+
+
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+
+
+@pytest.fixture
+def no_errors(caplog):
+    """Fail the test if anything (common, asyncio, ...) logged at ERROR or a traceback."""
+    caplog.set_level(logging.INFO)
+    yield caplog
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, "logged: " + "; ".join(f"{r.name} {r.levelname}: {r.getMessage()}" for r in bad)
+
+
+@contextlib.asynccontextmanager
+async def server(handler=echo, **kwargs):
+    async with serve(handler, "127.0.0.1", 0, **kwargs) as srv:
+        srv.port = srv.sockets[0].getsockname()[1]
+        srv.url = f"ws://127.0.0.1:{srv.port}/"
+        yield srv
+
+
+async def still_serving(srv):
+    """A well-behaved client still gets its echo: the bad peer cost only itself."""
+    async with connect(srv.url, open_timeout=BOUND) as ws:
+        await ws.send("still here")
+        assert await asyncio.wait_for(ws.recv(), BOUND) == "still here"
+
+
+async def open_raw(srv, nodelay=False):
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    if nodelay:
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return reader, writer
+
+
+async def read_to_end(reader):
+    """Everything until the server closes; a reset after a complete answer counts as the end."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := await asyncio.wait_for(reader.read(65536), BOUND):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_http_error(answer):
+    """(status, headers, body) of a complete HTTP/1.1 answer; checks it is a proper short text error."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    assert sep, f"no complete HTTP answer: {answer[:200]!r}"
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    version, status, _ = status_line.split(" ", 2)
+    assert version == "HTTP/1.1"
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+    assert headers["content-type"].startswith("text/plain")
+    assert int(headers["content-length"]) == len(body), "Content-Length must match the body"
+    assert headers["connection"] == "close"
+    assert 0 < len(body) < 512 and body.decode().strip(), "a short text body that says what was wrong"
+    return int(status), headers, body.decode()
+
+
+async def http_exchange(srv, data):
+    reader, writer = await open_raw(srv)
+    writer.write(data)
+    answer = await read_to_end(reader)
+    writer.close()
+    return parse_http_error(answer)
+
+
+# ------------------------------------------------------------------ handshakes
+
+LONG_TARGET = b"/" + b"a" * (MAX_LINE + 10)
+
+
+BAD_REQUESTS = [
+    ("request line over MAX_LINE", b"GET " + LONG_TARGET + b" HTTP/1.1\r\nHost: x\r\n\r\n", {414, 431, 400}),
+    ("header line over MAX_LINE", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_LINE + 10) + b"\r\n\r\n",
+     {431, 400}),
+    ("head over MAX_HEAD", b"GET / HTTP/1.1\r\nHost: x\r\n"
+     + b"".join(b"X-%d: %s\r\n" % (i, b"c" * 4000) for i in range(MAX_HEAD // 4000 + 2)) + b"\r\n", {431}),
+    ("request line with no end, over MAX_HEAD", b"GET /" + b"a" * (2 * MAX_HEAD), {414, 431, 400}),
+    ("too many headers", HANDSHAKE[:-2] + b"".join(b"X-%d: y\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n",
+     {431}),
+    ("garbage bytes", bytes(range(256)) + b"\r\n\r\n", {400}),
+    ("binary garbage with no line end", bytes(range(200, 256)) * 10, {400}),
+    ("HTTP/1.0", HANDSHAKE.replace(b"HTTP/1.1", b"HTTP/1.0"), {400}),
+    ("a request with a body", HANDSHAKE[:-2] + b"Content-Length: 5\r\n\r\nhello", {400}),
+    ("a chunked body", HANDSHAKE[:-2] + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", {400}),
+    ("POST", HANDSHAKE.replace(b"GET", b"POST"), {405}),
+    ("absolute-form target", HANDSHAKE.replace(b"GET /", b"GET http://evil.example/"), {400}),
+    ("NUL in a header value", HANDSHAKE[:-2] + b"X-Nul: a\x00b\r\n\r\n", {400}),
+    ("obsolete line folding", HANDSHAKE[:-2] + b"X-Fold: a\r\n  b\r\n\r\n", {400}),
+]
+
+
+@pytest.mark.parametrize("name, request_bytes, statuses", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS])
+def test_bad_handshake_gets_a_clear_http_error(name, request_bytes, statuses, no_errors):
+    """Each malformed or oversized request gets its HTTP error at once, with a short text body."""
+
+    async def main():
+        async with server(open_timeout=BOUND) as srv:
+            started = time.monotonic()
+            status, headers, body = await http_exchange(srv, request_bytes)
+            assert status in statuses, f"{name}: {status} {body}"
+            assert time.monotonic() - started < BOUND / 2, "answered at once, not after open_timeout"
+            if status == 405:
+                assert headers["allow"] == "GET"
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_handshake_split_across_hundreds_of_tiny_writes_succeeds(no_errors):
+    """A request that arrives one byte per TCP segment is reassembled and accepted."""
+
+    async def main():
+        async with server() as srv:
+            reader, writer = await open_raw(srv, nodelay=True)
+            request = HANDSHAKE[:-2] + b"X-Padding: " + b"p" * 200 + b"\r\n\r\n"
+            assert len(request) > 300
+            for i in range(len(request)):
+                writer.write(request[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(0)  # let each byte go out on its own
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            writer.write(b"\x81\x82\x00\x00\x00\x00hi")  # masked "hi", with a zero key
+            assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
+            writer.close()
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_client_that_sends_nothing_is_closed_after_open_timeout(no_errors):
+    """A connection that never starts a handshake is closed once open_timeout passes, not before."""
+
+    async def main():
+        async with server(open_timeout=0.5) as srv:
+            reader, writer = await open_raw(srv)
+            started = time.monotonic()
+            assert await read_to_end(reader) == b""
+            assert 0.45 <= time.monotonic() - started < 0.5 + 2
+            writer.close()
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_slowloris_is_closed_by_the_handshake_deadline(no_errors):
+    """One byte every 0.1 s does not reset the deadline: the whole handshake must fit in open_timeout."""
+
+    async def main():
+        async with server(open_timeout=0.5) as srv:
+            reader, writer = await open_raw(srv, nodelay=True)
+            started = time.monotonic()
+            closed = asyncio.ensure_future(read_to_end(reader))
+            sent = 0
+            # The handshake takes ~15 s at this pace; the server must not wait for it.
+            while not closed.done() and sent < len(HANDSHAKE) - 1:
+                writer.write(HANDSHAKE[sent : sent + 1])
+                sent += 1
+                await asyncio.wait([closed], timeout=0.1)  # the client's pace, or the close
+            assert closed.done(), "the slow client was never cut off"
+            elapsed = time.monotonic() - started
+            assert await closed == b""
+            assert 0.45 <= elapsed < 0.5 + 1.0, f"closed after {elapsed:.2f} s"
+            assert sent <= 10
+            writer.close()
+            await still_serving(srv)
+
+    run(main())
+
+
+def client_hello() -> bytes:
+    """The first bytes a TLS client sends (a ClientHello), made by the ssl module without a socket."""
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_tls_client_hello_to_a_plain_port_gets_400_at_once(no_errors):
+    """wss:// to a ws:// server: the ClientHello is not HTTP; 400 at once, no traceback."""
+
+    async def main():
+        async with server(open_timeout=BOUND) as srv:
+            hello = client_hello()
+            assert hello[0] == 0x16  # a TLS handshake record
+            started = time.monotonic()
+            status, _, body = await http_exchange(srv, hello)
+            assert status == 400 and "TLS" in body
+            assert time.monotonic() - started < BOUND / 2
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_wss_client_against_a_plain_server_fails_cleanly(no_errors):
+    """common.connect with TLS against a ws:// server fails with an SSL error, the server logs no error."""
+
+    async def main():
+        async with server(open_timeout=BOUND) as srv:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with pytest.raises((ssl.SSLError, OSError)):
+                await connect(f"wss://127.0.0.1:{srv.port}/", ssl=context, open_timeout=BOUND)
+            await still_serving(srv)
+
+    run(main())
+
+
+# ---------------------------------------------------------------------- frames
+
+
+async def open_websocket(srv, path="/"):
+    """A raw socket that completed the opening handshake; the caller writes frames by hand."""
+    reader, writer = await open_raw(srv)
+    writer.write(HANDSHAKE.replace(b"GET / ", f"GET {path} ".encode()))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return reader, writer
+
+
+async def read_close_code(reader):
+    """Skip data frames; return the code of the server's close frame."""
+    async with asyncio.timeout(BOUND):
+        while True:
+            b0, b1 = await reader.readexactly(2)
+            assert not b1 & 0x80, "server frames are not masked"
+            length = b1 & 0x7F
+            if length == 126:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await reader.readexactly(8), "big")
+            payload = await reader.readexactly(length)
+            if b0 & 0x0F == 0x8:
+                return int.from_bytes(payload[:2], "big")
+
+
+BAD_HEADERS = [
+    ("64-bit length with the top bit set", b"\x82\xff" + (2**63 + 5).to_bytes(8, "big"), CloseCode.PROTOCOL_ERROR),
+    ("length far over max_size, never sent", b"\x82\xff" + (2**40).to_bytes(8, "big"), CloseCode.MESSAGE_TOO_BIG),
+    ("16-bit length over max_size", b"\x81\xfe" + (5000).to_bytes(2, "big"), CloseCode.MESSAGE_TOO_BIG),
+]
+
+
+@pytest.mark.parametrize("name, header, code", BAD_HEADERS, ids=[case[0] for case in BAD_HEADERS])
+def test_bad_frame_header_fails_the_connection_at_once(name, header, code, no_errors):
+    """The close code goes out as soon as the header is read, without waiting for a payload."""
+    seen = []
+
+    async def handler(ws):
+        try:
+            await echo(ws)
+        except ConnectionClosedError:
+            seen.append(ws.close_sent.code)
+
+    async def main():
+        async with server(handler, max_size=4096) as srv:
+            reader, writer = await open_websocket(srv)
+            started = time.monotonic()
+            writer.write(header + b"\x00\x00\x00\x00")  # the header and mask key only
+            assert await read_close_code(reader) == code
+            assert time.monotonic() - started < BOUND / 2
+            writer.close()
+            await still_serving(srv)
+        assert seen == [code]
+
+    run(main())
+
+
+def test_peer_that_stops_reading_blocks_send_and_is_dropped_by_keepalive(no_errors):
+    """send() waits instead of buffering; keepalive (no pong) drops the peer; memory stays bounded."""
+    async def main():
+        done = asyncio.get_running_loop().create_future()
+        peak = 0
+
+        async def handler(ws):
+            nonlocal peak
+            if ws.path != "/flood":
+                return await echo(ws)
+            chunk = b"x" * 16384
+            try:
+                for _ in range(100_000):  # bounded; the peer stops reading long before
+                    await ws.send(chunk)
+                    peak = max(peak, ws.transport.get_write_buffer_size())
+            except ConnectionClosedError as exc:
+                done.set_result(exc)
+
+        limits = dict(write_limit=65536, ping_interval=0.2, ping_timeout=0.3, close_timeout=0.3)
+        async with server(handler, **limits) as srv:
+            reader, writer = await open_websocket(srv, "/flood")  # and then never read again
+            started = time.monotonic()
+            exc = await asyncio.wait_for(done, BOUND)
+            assert exc.sent is not None and exc.sent.code == CloseCode.INTERNAL_ERROR  # keepalive timeout
+            assert time.monotonic() - started < 0.2 + 0.3 + 0.3 + 2
+            # Bounded: never more than write_limit plus one message waits in user space.
+            assert peak <= 65536 + 16384 + 14
+            writer.transport.abort()
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_peer_that_vanishes_is_detected_by_keepalive(no_errors):
+    """A peer that neither reads, writes nor closes ends as ConnectionClosedError 1006/1011 in the handler."""
+
+    async def main():
+        done = asyncio.get_running_loop().create_future()
+
+        async def handler(ws):
+            try:
+                await echo(ws)
+            except ConnectionClosedError as exc:
+                done.set_result((exc.code, ws.close_sent.code, ws.state))
+
+        async with server(handler, ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2) as srv:
+            reader, writer = await open_websocket(srv)  # silent from here on: no pong, no close
+            code, sent, state = await asyncio.wait_for(done, BOUND)
+            assert code in (CloseCode.ABNORMAL_CLOSURE, CloseCode.INTERNAL_ERROR)
+            assert sent == CloseCode.INTERNAL_ERROR and state is State.CLOSED
+            writer.transport.abort()
+            await still_serving(srv)
+
+    run(main())
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["message-then-eof", "handshake-message-eof-in-one-write"])
+def test_half_closed_peer_still_gets_its_answer(together, no_errors):
+    """shutdown(SHUT_WR) after a message: the server answers it, then closes the TCP connection cleanly."""
+
+    async def main():
+        async with server() as srv:
+            for _ in range(20):  # the race between the message and the EOF goes both ways
+                reader, writer = await open_raw(srv)
+                if together:
+                    writer.write(HANDSHAKE + b"\x81\x82\x00\x00\x00\x00hi")
+                    writer.write_eof()
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+                else:
+                    writer.write(HANDSHAKE)
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+                    writer.write(b"\x81\x82\x00\x00\x00\x00hi")
+                    writer.write_eof()
+                rest = await asyncio.wait_for(reader.read(), BOUND)  # raises on a reset
+                assert rest == b"\x81\x02hi"
+                writer.close()
+            await still_serving(srv)
+
+    run(main())
