@@ -54,7 +54,9 @@ class Receiver:
     when a client frame is not masked, and False on the client, which MUST
     fail it when a server frame is masked (§5.1). ``max_size`` bounds a whole
     message (None: no bound); ``extension`` undoes permessage-deflate;
-    ``log``, when given, is called with every complete frame (the wire view).
+    ``log``, when given, is called with every complete frame (the wire view):
+    ``log(opcode, fin, compressed, payload)``, and for a compressed frame,
+    once inflated, ``log(opcode, fin, True, inflated, size_on_the_wire)``.
     """
 
     def __init__(
@@ -63,7 +65,7 @@ class Receiver:
         expect_masked: bool,
         max_size: int | None = 2**20,
         extension: Extension | None = None,
-        log: Callable[[int, bool, bool, bytes], None] | None = None,
+        log: Callable[..., None] | None = None,
     ) -> None:
         self.expect_masked = expect_masked
         self.log = log
@@ -141,8 +143,8 @@ class Receiver:
         if masked:
             payload = apply_mask(payload, bytes(buf[start - 4 : start]))
         fin = b0 & 0x80
-        if self.log is not None:
-            self.log(opcode, bool(fin), bool(b0 & 0x40), payload)
+        if self.log is not None and not (b0 & 0x40 or (opcode == _CONT and self.compressed)):
+            self.log(opcode, bool(fin), False, payload)  # compressed frames: once inflated
         if opcode >= _CLOSE:
             self._control(opcode, payload, events)
         else:
@@ -182,6 +184,12 @@ class Receiver:
             raise PayloadTooBig(
                 f"message of {self.size + length} bytes or more exceeds max_size={max_size}"
             )
+        # Its own length is bounded too, or the peer could make us buffer
+        # gigabytes before inflating any. DEFLATE never needs much more than
+        # the data: stored blocks add 5 bytes per 64 KiB, fixed Huffman codes
+        # at most 9 bits per byte; hence an eighth more, and some slack.
+        if max_size is not None and compressed and length > max_size + (max_size >> 3) + 1024:
+            raise PayloadTooBig(f"compressed frame of {length} bytes exceeds max_size={max_size}")
 
     def _decode_partial_text(
         self, buf: bytearray, pos: int, header: int, masked: int, available: int, opcode: int
@@ -222,6 +230,7 @@ class Receiver:
 
     def _data(self, opcode: int, fin: int, rsv1: int, payload: bytes, events: list[Event]) -> None:
         """Reassemble a data frame into its message (§5.4)."""
+        wire_opcode = opcode
         partial = self.partial_done
         self.partial_done = 0
         if opcode == _CONT:
@@ -250,7 +259,10 @@ class Receiver:
         if self.compressed:
             assert self.extension is not None
             remaining = None if self.max_size is None else self.max_size - self.size
+            size = len(payload)
             payload = self.extension.decode(payload, bool(fin), remaining)
+            if self.log is not None:
+                self.log(wire_opcode, bool(fin), True, payload, size)
         self.size += len(payload)
         if opcode == _TEXT:
             self.parts.append(self._decode_utf8(payload[partial:], final=bool(fin)))
