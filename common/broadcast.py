@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 
+from . import connection as _connection
 from .connection import Connection, Data, State
 from .frames import Opcode, encode_header
 
@@ -25,6 +26,11 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
     keepalive is off) has stopped reading and is dropped. Client
     connections mask every frame with their own key, so they are written to
     one at a time.
+
+    With permessage-deflate, connections whose compressor starts afresh for
+    every message (``server_no_context_takeover``) share one compressed frame
+    per window size. Those with context takeover each compress for
+    themselves: their compressors remember different pasts.
     """
     if isinstance(message, str):
         opcode, payload = Opcode.TEXT, message.encode()
@@ -33,6 +39,8 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}: expected str or bytes")
     frame = encode_header(opcode, len(payload)) + payload
+    compress = len(payload) >= _connection.COMPRESSION_THRESHOLD
+    compressed: dict[object, bytes] = {}  # extension.shared_key -> frame
     skipped = 0
     for connection in connections:
         if connection.state is not State.OPEN:
@@ -43,10 +51,19 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
             _drop_if_stalled(connection)
             continue
         connection.stalled_since = None
-        if connection.is_client or connection.extension is not None or connection.debug:
+        extension = connection.extension
+        if connection.is_client or connection.debug:
             connection._write_message(opcode, payload)
-        else:
+        elif extension is None or not compress:
             transport.write(frame)
+        elif (key := getattr(extension, "shared_key", None)) is None:
+            connection._write_message(opcode, payload)  # context takeover: its own compressor
+        else:
+            shared = compressed.get(key)
+            if shared is None:
+                data = extension.encode(payload)
+                shared = compressed[key] = encode_header(opcode, len(data), rsv1=True) + data
+            transport.write(shared)
     if skipped:
         logger.warning("broadcast skipped %d connection(s) that are not reading fast enough", skipped)
 
