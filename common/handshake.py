@@ -12,8 +12,9 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
+from typing import Union
 
 from .exceptions import (
     InvalidHandshake,
@@ -31,6 +32,7 @@ __all__ = [
     "generate_key",
     "check_request",
     "check_origin",
+    "Origins",
     "select_subprotocol",
     "build_request",
     "check_response",
@@ -103,12 +105,20 @@ def check_request(request: Request) -> str:
     return key
 
 
-def check_origin(headers: Headers, origins: Sequence[str | None] | None) -> None:
+#: The allowed origins: a list of values, or a function ``(origin, headers)
+#: -> bool`` for a rule that depends on the request (see :func:`check_origin`).
+Origins = Union[Sequence[Union[str, None]], Callable[[Union[str, None], Headers], bool]]
+
+
+def check_origin(headers: Headers, origins: Origins | None) -> None:
     """Refuse a request whose ``Origin`` is not allowed (§10.2), with 403.
 
     ``origins`` None allows every origin. In a list, ``None`` stands for a
     request without an Origin header (scripts, command-line clients) and
     ``"null"`` for the opaque origin of a page opened from ``file://``.
+    A function is called with the Origin (None when absent) and the request's
+    headers, for rules a list cannot state, such as "pages served by this
+    very server": ``origin == "http://" + headers["Host"]``.
     """
     if origins is None:
         return
@@ -116,7 +126,7 @@ def check_origin(headers: Headers, origins: Sequence[str | None] | None) -> None
     if len(values) > 1:
         raise InvalidOrigin("more than one Origin header")
     origin = values[0] if values else None
-    if origin not in origins:
+    if not (origins(origin, headers) if callable(origins) else origin in origins):
         raise InvalidOrigin(f"origin {origin!r} is not allowed" if origin else "a request without Origin is not allowed")
 
 

@@ -21,7 +21,7 @@ from . import deflate
 from .connection import Connection
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .frames import CloseCode
-from .handshake import accept_key, check_origin, check_request, select_subprotocol
+from .handshake import Origins, accept_key, check_origin, check_request, select_subprotocol
 from .http11 import Headers, Request, error_response, parse_request, read_head, serialize_response
 
 __all__ = ["serve", "Server", "ServerConnection", "HTTPResponse"]
@@ -55,7 +55,7 @@ class Server:
         handler: Handler,
         *,
         process_request: ProcessRequest | None,
-        origins: Sequence[str | None] | None,
+        origins: Origins | None,
         subprotocols: Sequence[str] | None,
         compression: str | None,
         open_timeout: float | None,
@@ -248,7 +248,8 @@ class serve:
     headers)``, plain or async, may return ``(status, headers, body)`` to
     answer plain HTTP on the same port, or None to go on with the handshake.
     ``origins``, when given, lists the allowed ``Origin`` values (None in the
-    list allows requests without one, "null" allows ``file://`` pages);
+    list allows requests without one, "null" allows ``file://`` pages), or
+    is a function ``(origin, headers) -> bool`` that decides per request;
     others get 403. ``subprotocols`` lists the server's subprotocols in order
     of preference. ``compression="deflate"`` negotiates permessage-deflate
     (RFC 7692) when the client offers it; None disables it. ``open_timeout``
@@ -264,7 +265,7 @@ class serve:
         port: int = 0,
         *,
         process_request: ProcessRequest | None = None,
-        origins: Sequence[str | None] | None = None,
+        origins: Origins | None = None,
         subprotocols: Sequence[str] | None = None,
         compression: str | None = "deflate",
         max_size: int | None = 2**20,
