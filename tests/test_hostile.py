@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from common import CloseCode, ConnectionClosedError, State, connect, serve
+from common import CloseCode, ConnectionClosedError, InvalidStatus, State, connect, serve
 from common.http11 import MAX_HEAD, MAX_HEADERS, MAX_LINE
 
 BOUND = 10  # seconds: the longest any single wait in these tests may take
@@ -382,5 +382,104 @@ def test_half_closed_peer_still_gets_its_answer(together, no_errors):
                 assert rest == b"\x81\x02hi"
                 writer.close()
             await still_serving(srv)
+
+    run(main())
+
+
+# ------------------------------------------------------------ who may connect
+
+
+def same_origin(origin, headers):
+    """Pages served by this very server (scheme http, same host and port), and clients without Origin."""
+    return origin is None or origin == "http://" + headers["Host"]
+
+
+ORIGIN_CASES = [
+    # (origins, Origin header or None, allowed)
+    ([None, "null"], None, True),
+    ([None, "null"], "null", True),
+    ([None, "null"], "http://evil.example", False),
+    ([None, "null"], "http://127.0.0.1", False),
+    (["http://good.example"], "http://good.example", True),
+    (["http://good.example"], "http://good.example.evil.example", False),
+    (["http://good.example"], "HTTP://GOOD.EXAMPLE", False),
+    (["http://good.example"], None, False),
+    (same_origin, None, True),
+    (same_origin, "http://{host}", True),
+    (same_origin, "https://{host}", False),
+    (same_origin, "http://{host}.evil.example", False),
+    (same_origin, "http://evil.example", False),
+    (same_origin, "null", False),
+]
+
+
+@pytest.mark.parametrize(
+    "origins, origin, allowed", ORIGIN_CASES,
+    ids=[f"{'same_origin' if callable(o) else o}-{h}" for o, h, _ in ORIGIN_CASES],
+)
+def test_origins_allow_or_refuse_with_403(origins, origin, allowed, no_errors):
+    """serve(origins=...) opens listed origins and answers 403 with a text body to the rest."""
+
+    async def main():
+        async with server(origins=origins) as srv:
+            host = f"127.0.0.1:{srv.port}"
+            header = b"" if origin is None else f"Origin: {origin.format(host=host)}\r\n".encode()
+            request = HANDSHAKE.replace(b"Host: 127.0.0.1\r\n", f"Host: {host}\r\n".encode())[:-2] + header + b"\r\n"
+            reader, writer = await open_raw(srv)
+            writer.write(request)
+            if allowed:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+                assert head.startswith(b"HTTP/1.1 101 ")
+                writer.write(b"\x81\x82\x00\x00\x00\x00hi")
+                assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
+                writer.close()
+            else:
+                status, _, body = parse_http_error(await read_to_end(reader))
+                writer.close()
+                assert status == 403 and "origin" in body.lower()
+            # common.connect sending the same Origin gets the same decision.
+            opening = connect(f"ws://{host}/", origin=origin and origin.format(host=host))
+            if allowed:
+                async with opening as ws:
+                    await ws.send("x")
+                    assert await ws.recv() == "x"
+            else:
+                with pytest.raises(InvalidStatus) as info:
+                    await opening
+                assert info.value.status_code == 403
+
+    run(main())
+
+
+def test_two_origin_headers_are_refused(no_errors):
+    """A request with two Origin headers is ambiguous: 403, even if both are allowed."""
+
+    async def main():
+        async with server(origins=[None, "null"]) as srv:
+            status, _, body = await http_exchange(srv, HANDSHAKE[:-2] + b"Origin: null\r\nOrigin: null\r\n\r\n")
+            assert status == 403 and "more than one Origin" in body
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_origin_function_gets_the_request_headers(no_errors):
+    """A callable origins sees the Origin (None when absent) and the request's headers."""
+    calls = []
+
+    def origins(origin, headers):
+        calls.append((origin, headers["Host"], headers.get("X-Test")))
+        return headers.get("X-Test") == "yes"
+
+    async def main():
+        async with server(origins=origins) as srv:
+            async with connect(srv.url, origin="http://a.example", extra_headers={"X-Test": "yes"}) as ws:
+                await ws.send("ok")
+                assert await ws.recv() == "ok"
+            with pytest.raises(InvalidStatus) as info:
+                await connect(srv.url, extra_headers={"X-Test": "no"})
+            assert info.value.status_code == 403
+        host = f"127.0.0.1:{srv.port}"
+        assert calls == [("http://a.example", host, "yes"), (None, host, "no")]
 
     run(main())
