@@ -13,7 +13,6 @@ can check the result byte for byte.
   connections make progress exactly as they would in a real chat-style server.
 """
 
-import asyncio
 import resource
 
 GO_PREFIX = "GO "
@@ -36,6 +35,8 @@ def parse_go(message):
 
 async def run_broadcast(broadcast_one, n):
     """The broadcast workload: n calls of broadcast_one(msg), yielding after each one."""
+    import asyncio  # here, not at the top: the load generator imports this module and never needs asyncio
+
     for i in range(n):
         broadcast_one(broadcast_message(i))
         await asyncio.sleep(0)

@@ -34,8 +34,8 @@ Fairness and honesty:
     of every server, then rep 2 of every server (in a rotated order), and so on, so that
     slow drifts of the machine hit every server alike.  The table shows medians; the
     ratio is the median of the per-repetition ratios (same repetition, adjacent in time).
-  * Throughput is measured over a fixed window (2 s; --quick 0.8 s) after a warm-up
-    (0.5 s; --quick 0.2 s), counting only complete, verified messages.  The generator
+  * Throughput is measured over a fixed window (2 s; --quick 0.5 s) after a warm-up
+    (0.5 s; --quick 0.15 s), counting only complete, verified messages.  The generator
     checks every byte it gets back and exits with an error if a server misbehaves.
   * Next to every figure: the CPU time of the generator (gen) and of the server (srv)
     during the window, as a fraction of one core, and the server's CPU microseconds per
@@ -198,13 +198,12 @@ class ServerProcess:
             return ""
         return ("server log: " + " | ".join(tail)) if tail else "server log empty"
 
-    def log_has_errors(self):
+    def log_is_empty(self):
+        """A benchmark server is silent on stderr unless something went wrong."""
         try:
-            with open(self.log_path, errors="replace") as f:
-                text = f.read()
+            return os.path.getsize(self.log_path) == 0
         except OSError:
-            return False
-        return "Traceback" in text or "ERROR" in text
+            return True
 
     @classmethod
     def stop_all(cls):
@@ -216,7 +215,8 @@ def run_loadgen(scenario, server, opts):
     """Run one measurement in a fresh generator process; return its result dict."""
     cmd = [sys.executable, LOADGEN, scenario.name, "--port", str(server.port), "--server-pid", str(server.pid),
            "--warmup", str(opts.warmup), "--duration", str(opts.duration),
-           "--clients", str(opts.clients), "--connections", str(opts.connections)]
+           "--clients", str(opts.clients), "--connections", str(opts.connections),
+           "--settle", str(0.3 if opts.quick else 0.5)]
     if server.spec.raw_tcp:
         cmd.append("--raw-tcp")
     if server.spec.deflate:
@@ -324,8 +324,8 @@ def measure(scenario, server, opts, results, rep):
 
 
 def check_log(server, scenario, results):
-    if server.log_has_errors():
-        results.notes.append(f"{server.spec.name} logged errors during {scenario.name}: {server.log_tail(4)}")
+    if not server.log_is_empty():
+        results.notes.append(f"{server.spec.name} wrote to stderr during {scenario.name}: {server.log_tail(4)}")
 
 
 def progress(scenario, name, rep, result, opts):
@@ -346,11 +346,11 @@ def baseline_for(name, present):
     return None
 
 
-def paired_ratio(results, scenario, name, base):
-    """Median over repetitions of value(name) / value(base) in the same repetition."""
+def paired_ratio(results, scenario, name, base, key="value"):
+    """Median over repetitions of key(name) / key(base) in the same repetition."""
     mine = results.runs.get((scenario, name), [])
     theirs = results.runs.get((scenario, base), [])
-    ratios = [a["value"] / b["value"] for a, b in zip(mine, theirs) if a and b and b["value"]]
+    ratios = [a[key] / b[key] for a, b in zip(mine, theirs) if a and b and a.get(key) is not None and b.get(key)]
     return statistics.median(ratios) if ratios else None
 
 
@@ -388,12 +388,13 @@ def summarize(results, servers):
             med = statistics.median(values)
             base = baseline_for(name, present)
             ratio = paired_ratio(results, scenario.name, name, base) if base else None
+            cpu_ratio = paired_ratio(results, scenario.name, base, name, "srv_us_per_op") if base else None
             rows.append({
                 "scenario": scenario.name, "title": scenario.title, "server": name,
                 "unit": next(r["unit"] for r in results.runs[(scenario.name, name)] if r),
                 "median": med, "min": min(values), "max": max(values), "reps": len(values),
                 "spread": (max(values) - min(values)) / (2 * med) if med else 0.0,
-                "baseline": base, "ratio": ratio,
+                "baseline": base, "ratio": ratio, "cpu_ratio": cpu_ratio,
                 "target": target_status(scenario, name, base, ratio),
                 "gen_cpu": median_or_none(results.values(scenario.name, name, "gen_cpu")),
                 "srv_cpu": median_or_none(results.values(scenario.name, name, "srv_cpu")),
@@ -415,7 +416,7 @@ def target_status(scenario, name, base, ratio):
 
 def print_table(rows, results):
     header = ["scenario", "server", "median", "unit", "spread", "ratio", "vs", "target",
-              "gen CPU", "srv CPU", "srv us/op", "bg"]
+              "gen CPU", "srv CPU", "srv us/op", "cpu ratio", "bg"]
     table = [header]
     last = None
     for r in rows:
@@ -423,11 +424,12 @@ def print_table(rows, results):
             r["title"] if r["scenario"] != last else "", r["server"], fmt_value(r["median"]), r["unit"],
             f"±{100 * r['spread']:.0f}%", f"{r['ratio']:.2f}x" if r["ratio"] is not None else "",
             r["baseline"] or "", r["target"] or "", fmt_pct(r["gen_cpu"]), fmt_pct(r["srv_cpu"]),
-            fmt_value(r["srv_us_per_op"]), fmt_cores(r["bg_cpu"]),
+            fmt_value(r["srv_us_per_op"]), f"{r['cpu_ratio']:.2f}x" if r["cpu_ratio"] is not None else "",
+            fmt_cores(r["bg_cpu"]),
         ])
         last = r["scenario"]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    numeric = {2, 4, 5, 8, 9, 10, 11}
+    numeric = {2, 4, 5, 8, 9, 10, 11, 12}
     print()
     for i, row in enumerate(table):
         cells = [c.rjust(w) if j in numeric else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))]
@@ -437,8 +439,12 @@ def print_table(rows, results):
     print()
     print("median of the repetitions; spread = (max-min)/2 relative to the median; ratio = median of"
           " same-repetition ratios to the server named in 'vs';")
-    print("gen/srv CPU = generator/server CPU time over the window (100% = one core); bg = other processes"
-          " on the machine meanwhile, in cores.")
+    print("gen/srv CPU = generator/server CPU time over the window (100% = one core); srv us/op = server CPU"
+          " microseconds per operation;")
+    print("cpu ratio = the baseline's srv us/op over this server's (same repetition): the throughput ratio"
+          " the servers' own costs imply, which other load on the machine disturbs much less;")
+    print("bg = CPU used by other processes on the machine during the window, in cores (of"
+          f" {os.cpu_count()}).")
     busy = [r["gen_cpu"] for r in rows if r["gen_cpu"] is not None and r["gen_cpu"] > 0.9]
     if busy:
         results.notes.append("the generator used more than 90% of a core in some scenarios: "
@@ -458,8 +464,8 @@ def parse_args(argv=None):
                    help="comma-separated subset of: " + ",".join(s.name for s in SCENARIOS))
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of: " + ",".join(SERVERS))
     p.add_argument("--reps", type=int, help="repetitions per scenario and server (default 5, --quick 2)")
-    p.add_argument("--duration", type=float, help="measurement window in seconds (default 2, --quick 0.8)")
-    p.add_argument("--warmup", type=float, help="warm-up before each window in seconds (default 0.5, --quick 0.2)")
+    p.add_argument("--duration", type=float, help="measurement window in seconds (default 2, --quick 0.5)")
+    p.add_argument("--warmup", type=float, help="warm-up before each window in seconds (default 0.5, --quick 0.15)")
     p.add_argument("--connections", type=int, help="memory: idle connections (default 2000, --quick 1000)")
     p.add_argument("--clients", type=int, default=1000, help="broadcast: clients (default 1000)")
     p.add_argument("--json", metavar="PATH", help="also save every measurement and the summary as JSON")
@@ -467,8 +473,8 @@ def parse_args(argv=None):
     p.add_argument("-v", "--verbose", action="store_true", help="print every measurement as it is made")
     opts = p.parse_args(argv)
     opts.reps = opts.reps or (2 if opts.quick else 5)
-    opts.duration = opts.duration or (0.8 if opts.quick else 2.0)
-    opts.warmup = opts.warmup if opts.warmup is not None else (0.2 if opts.quick else 0.5)
+    opts.duration = opts.duration or (0.5 if opts.quick else 2.0)
+    opts.warmup = opts.warmup if opts.warmup is not None else (0.15 if opts.quick else 0.5)
     opts.connections = opts.connections or (1000 if opts.quick else 2000)
     known = {s.name for s in SCENARIOS}
     opts.scenario_list = [s for s in opts.scenarios.split(",") if s]
@@ -500,11 +506,15 @@ def describe_machine():
             "websockets": ws_version, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     opts = parse_args(argv)
     raise_nofile_limit()  # inherited by the children
     # SIGTERM takes the same path as Ctrl+C: the finally below kills every server.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, interrupt)
     results = Results()
     scenarios = [s for s in SCENARIOS if s.name in opts.scenario_list]
     machine = describe_machine()
@@ -515,8 +525,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="wsbench-") as log_dir:
         try:
             for scenario in scenarios:
-                print(f"{scenario.title} ...", flush=True)
+                print(f"{scenario.title} ...", end="\n" if opts.verbose else " ", flush=True)
+                t0 = time.monotonic()
                 run_scenario(scenario, opts.server_list, opts, results, log_dir)
+                print(f"{'  done in ' if opts.verbose else ''}{time.monotonic() - t0:.0f} s", flush=True)
         except KeyboardInterrupt:
             interrupted = True
             results.notes.append("interrupted: partial results")
