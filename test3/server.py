@@ -36,6 +36,11 @@ from common import ServerConnection, serve  # noqa: E402
 HOST = "0.0.0.0"        # every network interface: other devices can connect
 PORT = 5678             # the pages connect to this port unless told otherwise
 PAGE = Path(__file__).resolve().with_name("client.html")
+# Who may open a socket, by the Origin header that browsers send (RFC 6455 §10.2):
+# this stage's page opened from disk (a file:// page sends "Origin: null") and
+# scripts or `python3 -m common client` (no Origin header: None). A page of any
+# web site, open in a browser that can reach this server, gets 403 instead.
+ORIGINS = [None, "null"]
 GREETING = "Hello, client!"
 
 
@@ -100,7 +105,7 @@ async def run(host: str, port: int, speed: float) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
             loop.add_signal_handler(sig, stop.set)
-    async with serve(handler, host, port) as server:
+    async with serve(handler, host, port, origins=ORIGINS) as server:
         host, port = server.sockets[0].getsockname()[:2]
         print(f"listening on ws://{host}:{port}/", flush=True)
         print_addresses(host)

@@ -38,6 +38,11 @@ from common import Headers, ServerConnection, broadcast, serve  # noqa: E402
 HOST = "0.0.0.0"        # every network interface: other devices can connect
 PORT = 5678             # the pages connect to this port unless told otherwise
 PAGE = Path(__file__).resolve().with_name("client.html")
+# Who may open a socket, by the Origin header that browsers send (RFC 6455 §10.2):
+# this stage's page opened from disk (a file:// page sends "Origin: null") and
+# scripts or `python3 -m common client` (no Origin header: None). A page of any
+# web site, open in a browser that can reach this server, gets 403 instead.
+ORIGINS = [None, "null"]
 LOG = Path(__file__).resolve().with_name("log.txt")
 SAMPLE_PERIOD = 0.25    # seconds between two samples (4 Hz) while the sensor is on
 SEND_EVERY = 4          # clients get every 4th sample; the log gets them all
@@ -202,7 +207,7 @@ async def run(host: str, port: int, speed: float, log: TextIO) -> None:
             loop.add_signal_handler(sig, stop.set)
     acquisition = Acquisition(SAMPLE_PERIOD / speed, log)
     try:
-        serving = serve(functools.partial(handler, acquisition=acquisition), host, port, process_request=only_known_paths)
+        serving = serve(functools.partial(handler, acquisition=acquisition), host, port, process_request=only_known_paths, origins=ORIGINS)
         async with serving as server:
             host, port = server.sockets[0].getsockname()[:2]
             print(f"listening on ws://{host}:{port}/", flush=True)
