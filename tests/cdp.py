@@ -359,6 +359,8 @@ class Tab:
         self.target = target
         self.session = session
         self.width, self.height = width, height
+        self.url = "about:blank"            # the last URL given to navigate()
+        self.closed = False
         self.errors: list[str] = []         # uncaught exceptions in the page
         self.console: list[str] = []        # console.* calls, "level: text"
         browser._listeners[session] = self._on_event
@@ -369,7 +371,6 @@ class Tab:
         # Several tabs at once: each must behave as the one in front (timers,
         # requestAnimationFrame), as it would in separate windows.
         self.call("Emulation.setFocusEmulationEnabled", {"enabled": True})
-        self.closed = False
 
     def _on_event(self, method: str, params: dict[str, Any]) -> None:
         if method == "Runtime.exceptionThrown":
@@ -386,6 +387,7 @@ class Tab:
 
     def navigate(self, url: str, *, timeout: float = WAIT_TIMEOUT) -> None:
         """Load ``url`` (``file://`` or ``http://``) and wait for its load event."""
+        self.url = url
         loaded = self.browser.expect("Page.loadEventFired", session=self.session)
         result = self.call("Page.navigate", {"url": url}, timeout=timeout)
         if result.get("errorText"):
