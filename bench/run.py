@@ -48,6 +48,9 @@ Fairness and honesty:
     machine shared with other work, pinning can leave a process stuck behind a busy CPU).
   * Every server process is killed (by pid) when its scenario ends, and in any case on
     exit, Ctrl+C or error; children also get PR_SET_PDEATHSIG so they die with us.
+
+The benchmark's own tests (codec, refusal of wrong echoes, an end-to-end run):
+    python3 -m pytest bench/test_bench.py
 """
 
 import argparse
