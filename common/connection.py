@@ -99,7 +99,7 @@ class Connection:
         "reader", "writer", "transport", "loop", "max_queue", "ping_interval", "ping_timeout",
         "close_timeout", "write_limit", "extension", "subprotocol", "_request_head",
         "response_headers", "path", "remote_address", "state", "debug", "receiver", "close_sent",
-        "close_rcvd", "close_rcvd_then_sent", "_messages", "_recv_waiter", "_resume_reading",
+        "close_rcvd", "close_rcvd_then_sent", "_messages", "_recv_waiter", "_reading_paused",
         "_pending_failure", "_eof_waiter", "_pings", "_timer", "_closed", "_reader_task", "stalled_since", "__dict__",
     )
 
@@ -148,7 +148,7 @@ class Connection:
         # deque costs 600 bytes per connection where a list costs 56.
         self._messages: list[Data] = []
         self._recv_waiter: asyncio.Future[None] | None = None
-        self._resume_reading: asyncio.Future[None] | None = None
+        self._reading_paused = False
         self._pending_failure: ProtocolError | None = None
         # Set while the peer's EOF waits for the application (see _read_loop).
         self._eof_waiter: asyncio.Future[None] | None = None
@@ -190,10 +190,9 @@ class Connection:
         while True:
             if self._messages:
                 message = self._messages.pop(0)
-                if self._resume_reading is not None and len(self._messages) < self.max_queue:
-                    if not self._resume_reading.done():
-                        self._resume_reading.set_result(None)
-                    self._resume_reading = None
+                if self._reading_paused and len(self._messages) < self.max_queue:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
                 return message
             if self._pending_failure is not None:
                 # Everything that came before the bad frame was delivered.
@@ -319,9 +318,11 @@ class Connection:
                     if waiter is not None and not waiter.done():
                         waiter.set_result(None)
                     if len(self._messages) >= self.max_queue and self.state is State.OPEN:
-                        # Backpressure: stop reading, let TCP push back on the peer.
-                        self._resume_reading = self.loop.create_future()
-                        await self._resume_reading
+                        # Backpressure: stop reading, let TCP push back on the
+                        # peer. The loop still awaits read(), which wakes up
+                        # if the connection drops meanwhile.
+                        self._reading_paused = True
+                        self.transport.pause_reading()
         except (ConnectionError, OSError) as exc:
             if self.debug:
                 logger.debug("! connection lost: %s", exc)
@@ -408,9 +409,8 @@ class Connection:
                 waiter.set_exception(self._closed_exception())
                 waiter.exception()  # nobody may be awaiting it: mark it retrieved
         self._pings.clear()
-        for future in (self._recv_waiter, self._resume_reading):
-            if future is not None and not future.done():
-                future.set_result(None)
+        if self._recv_waiter is not None and not self._recv_waiter.done():
+            self._recv_waiter.set_result(None)
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -463,9 +463,10 @@ class Connection:
         self.state = State.CLOSING
         if self.debug:
             logger.debug("= connection is CLOSING")
-        if self._resume_reading is not None and not self._resume_reading.done():
+        if self._reading_paused:
             # Reading must go on to see the peer's close, whatever is queued.
-            self._resume_reading.set_result(None)
+            self._reading_paused = False
+            self.transport.resume_reading()
         if self._eof_waiter is not None and not self._eof_waiter.done():
             self._eof_waiter.set_result(None)  # the peer sent EOF already: no close will come
         self._write_frame(Opcode.CLOSE, close.serialize())
