@@ -12,7 +12,7 @@ from . import deflate
 from .connection import Connection
 from .exceptions import InvalidHandshake, InvalidMessage, NegotiationError
 from .handshake import build_request, check_response, generate_key
-from .http11 import parse_response, read_head
+from .http11 import Headers, parse_response, read_head
 
 __all__ = ["connect", "ClientConnection", "parse_uri"]
 
@@ -39,6 +39,24 @@ def parse_uri(uri: str) -> tuple[bool, str, int, str]:
     if parts.query:
         path += "?" + parts.query
     return secure, parts.hostname, port, path
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: Headers) -> bytes:
+    """The body of a refusal, so that the error can show the server's reason.
+
+    Only a body with a Content-Length up to 64 KiB is read; open_timeout
+    bounds the wait.
+    """
+    try:
+        length = int(headers.get("Content-Length", "0"))
+    except ValueError:
+        return b""
+    if not 0 < length <= 65536:
+        return b""
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
 
 
 class connect:
@@ -132,6 +150,8 @@ class connect:
             response = parse_response(await read_head(reader))
         except InvalidMessage as exc:
             raise InvalidHandshake(f"invalid answer from the server: {exc}") from None
+        if response.status != 101:
+            response.body = await _read_body(reader, response.headers)
         subprotocol = check_response(response, key, self.subprotocols)
         answered = response.headers.get_all("Sec-WebSocket-Extensions")
         extension = None

@@ -4,7 +4,7 @@ Every error the library raises derives from :class:`WebSocketException`::
 
     WebSocketException
     ├── ConnectionClosed
-    │   ├── ConnectionClosedOK        (1000 or 1001 on both sides)
+    │   ├── ConnectionClosedOK        (1000, 1001 or no code on both sides)
     │   └── ConnectionClosedError     (anything else, or no close frame at all)
     ├── InvalidHandshake              (carries the HTTP status to answer)
     │   ├── InvalidMessage            (not parsable as HTTP/1.1)
@@ -87,7 +87,8 @@ class ConnectionClosed(WebSocketException):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """The connection ended with 1000 (normal closure) or 1001 (going away)."""
+    """The connection ended with 1000 (normal closure), 1001 (going away) or
+    a close frame without a code (1005), which is how browsers close by default."""
 
 
 class ConnectionClosedError(ConnectionClosed):
@@ -139,7 +140,9 @@ class InvalidStatus(InvalidHandshake):
     """Client side: the server answered with a status other than 101."""
 
     def __init__(self, status_code: int, body: bytes = b"") -> None:
-        super().__init__(f"server rejected WebSocket connection: HTTP {status_code}")
+        text = body.decode(errors="replace").strip()[:200]
+        detail = f": {text}" if text else ""
+        super().__init__(f"server rejected WebSocket connection: HTTP {status_code}{detail}")
         self.status_code = status_code
         self.body = body
 

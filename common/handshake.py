@@ -180,7 +180,7 @@ def check_response(
     Extensions are checked by the caller, which knows what it offered.
     """
     if response.status != 101:
-        raise InvalidStatus(response.status)
+        raise InvalidStatus(response.status, response.body)
     headers = response.headers
     if "websocket" not in headers.tokens("Upgrade"):
         raise InvalidUpgrade("server answer lacks Upgrade: websocket")

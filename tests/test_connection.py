@@ -331,6 +331,7 @@ def test_process_request_serves_plain_http_and_404():
             with pytest.raises(InvalidStatus) as info:
                 await connect(srv.url + "/other")
             assert info.value.status_code == 404
+            assert info.value.body == b"not found" and "not found" in str(info.value)
             async with connect(srv.url + "/ws") as ws:
                 await ws.send("x")
                 assert await ws.recv() == "x"
