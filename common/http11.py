@@ -194,11 +194,17 @@ def serialize_response(status: int, headers: Iterable[tuple[str, str]], body: by
 
 
 def error_response(status: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
-    """A short plain-text error answer that closes the connection."""
+    """A short plain-text error answer that closes the connection.
+
+    Not to be cached (a refusal may depend on the moment or the Origin) and
+    not to be sniffed as anything but text (its body may echo the request).
+    """
     body = (text.rstrip() + "\n").encode()
     all_headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
         ("Connection", "close"),
         *headers,
     ]
