@@ -11,19 +11,28 @@ any more: browse to http://<this machine's address>:5678/ and press Connect.
     ws://HOST:5678/commands/         -> the command socket (START, STOP)
     ws://HOST:5678/stream_data/      -> the data socket: SENSOR,<ms>,<a>,<b>,<c>
     any other path                   -> 404, and never the content of a file
+    a Host that is not this machine  -> 403, before anything else (see below)
 
 The page is sent with Cache-Control: no-store (always the current one) and
 X-Content-Type-Options: nosniff (the browser takes it as the HTML it says it
 is). The acquisition is test8's: every sample logged, every 4th broadcast.
 
+Who may talk to it. A socket opens only for the page this server served
+(its Origin is http://<the Host it asked for>) and for clients that send no
+Origin (scripts, python3 -m common client): another web site's page, open in
+some browser on the network, gets 403. And every request must name this
+machine in its Host header (localhost, its name or one of its addresses, or
+a name given with --allow-host): this defeats DNS rebinding, where a web site
+points its own name at this machine's address to pass the same-origin rule.
+
 New since test8: route() replaces only_known_paths(), main() reads the page,
-and the console says which http:// address to open.
+the console says which http:// address to open; the Host and Origin checks.
 
 Run:   python3 test9/server.py            (-v shows every frame; Ctrl+C stops)
 Open:  http://localhost:5678/ here, or an address the server printed on
        another device; Connect, then Start and Stop.
-Next:  anyone on the network can open the dashboard and press Stop: later
-       issues check the Origin of each socket and add TLS.
+Next:  the readings and commands still cross the network in clear text:
+       TLS (https:// and wss://) hides them from the others on the network.
 """
 
 import argparse
@@ -33,6 +42,7 @@ import functools
 import logging
 import math
 import random
+import re
 import signal
 import socket
 import sys
@@ -55,6 +65,8 @@ SEND_EVERY = 4          # clients get every 4th sample; the log gets them all
 PATHS = ("/commands/", "/stream_data/")   # one path per role
 PAGE_PATHS = ("/", "/dashboard", "/dashboard/")  # where the dashboard is served
 PAGE_HEADERS = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff")]
+TEXT_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store"),
                 ("X-Content-Type-Options", "nosniff")]
 
 
@@ -153,9 +165,14 @@ async def commands(ws: ServerConnection, acquisition: Acquisition, who: str) -> 
         elif command == "STOP":
             acquisition.switch(False)
             reply = "OK: acquisition stopped"
+        elif isinstance(command, bytes):
+            reply = f"ERROR: commands are text, not {len(command)} bytes of binary: START or STOP"
+        elif not command.strip() or len(command) > 40 or not command.isprintable():
+            # Anything a client sends ends up in the reply and the console: keep both short and readable.
+            reply = f"ERROR: Command {command[:20]!r}{'...' if len(command) > 20 else ''} not found: START or STOP"
         else:
             reply = f"ERROR: Command {command} not found"
-        print(f"{who} asked {command!r}; answer: {reply!r}", flush=True)
+        print(f"{who} asked {command[:40]!r}; answer: {reply!r}", flush=True)
         await ws.send(reply)
 
 
@@ -169,16 +186,40 @@ async def stream_data(ws: ServerConnection, acquisition: Acquisition) -> None:
         acquisition.data_clients.discard(ws)
 
 
-def route(path: str, headers: Headers, page: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
-    """Before the handshake: the sockets' paths go on (None), the page's get the page, others 404."""
+def local_names(extra: list[str]) -> frozenset[str]:
+    """The names this machine answers to in a Host header: itself, its addresses, and `extra`."""
+    names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), *extra}
+    with contextlib.suppress(OSError):
+        names.update(info[4][0].partition("%")[0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    return frozenset(name.lower().rstrip(".") for name in names)
+
+
+def host_name(host: str) -> str | None:
+    """The name in a Host header value: 'name', 'name:port', '1.2.3.4:port' or '[::1]:port'; None if malformed."""
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::\d{1,5})?", host)
+    return (match.group(1) or match.group(2)).lower().rstrip(".") if match else None
+
+
+def same_origin(origin: str | None, headers: Headers) -> bool:
+    """serve()'s origins check: the page this server served (its Origin is the Host it asked), or no browser."""
+    return origin is None or origin.lower() in (f"http://{headers['Host']}".lower(), f"https://{headers['Host']}".lower())
+
+
+def route(path: str, headers: Headers, page: bytes, hosts: frozenset[str]) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """Before the handshake: a Host that is not this machine gets 403; the sockets' paths go on
+    (None), the page's get the page, others 404."""
+    host = headers.get_all("Host")
+    if len(host) != 1 or host_name(host[0]) not in hosts:
+        print(f"HTTP {path} for host {host!r} -> 403", flush=True)
+        return 403, TEXT_HEADERS, (b"Forbidden: this server answers only requests for this machine's own names"
+                                   b" and addresses (start it with --allow-host NAME to add one)\n")
     if path in PATHS:
         return None
     if path.partition("?")[0] in PAGE_PATHS:  # ?host=...&port=... is for the page's script
         print(f"HTTP {path} -> 200, the dashboard", flush=True)
         return 200, PAGE_HEADERS, page
     print(f"HTTP {path} -> 404", flush=True)
-    return 404, [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")], \
-        b"Not found: the dashboard is at / and the sockets at /commands/ and /stream_data/\n"
+    return 404, TEXT_HEADERS, b"Not found: the dashboard is at / and the sockets at /commands/ and /stream_data/\n"
 
 
 async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
@@ -214,7 +255,7 @@ def print_addresses(host: str, port: int) -> None:
               " `ipconfig` (Windows) or the network settings (macOS)", flush=True)
 
 
-async def run(host: str, port: int, speed: float, log: TextIO, page: bytes) -> None:
+async def run(host: str, port: int, speed: float, log: TextIO, page: bytes, hosts: frozenset[str]) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -224,7 +265,7 @@ async def run(host: str, port: int, speed: float, log: TextIO, page: bytes) -> N
     acquisition = Acquisition(SAMPLE_PERIOD / speed, log)
     try:
         serving = serve(functools.partial(handler, acquisition=acquisition), host, port,
-                        process_request=functools.partial(route, page=page))
+                        process_request=functools.partial(route, page=page, hosts=hosts), origins=same_origin)
         async with serving as server:
             host, port = server.sockets[0].getsockname()[:2]
             print(f"listening on ws://{host}:{port}/", flush=True)
@@ -248,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the clock N times faster (used by the tests)")
     parser.add_argument("--log", type=Path, default=LOG, metavar="PATH",
                         help="log every sample to PATH (default: log.txt next to this script; the previous one is kept as PATH.1)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests for NAME (a DNS name or address of this machine); repeatable")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
     args = parser.parse_args(argv)
     if args.speed <= 0:
@@ -266,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the log {args.log}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(args.host, args.port, args.speed, log, page))
+        asyncio.run(run(args.host, args.port, args.speed, log, page, local_names(args.allow_host)))
     except KeyboardInterrupt:
         pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
     except OSError as exc:  # for example: the port is already in use
