@@ -164,6 +164,12 @@ def page_url(stage: str, port: int, host: str = "127.0.0.1") -> str:
     return f"{(ROOT / stage / 'client.html').as_uri()}?host={host}&port={port}"
 
 
+def live_page_url(stage: str, port: int) -> str:
+    """The page as a person opens it while its server runs: test9's from the server itself
+    (its sockets accept only the page it served), the others' from disk."""
+    return f"http://127.0.0.1:{port}/" if stage == "test9" else page_url(stage, port)
+
+
 def free_port() -> int:
     """A port on which nothing listens (bound, then released)."""
     with socket.socket() as s:
@@ -435,7 +441,7 @@ def test_one_tab_controls_every_tab(stage, open_tab, screenshots, tmp_path) -> N
     buttons = stage >= "test7"
     chart = stage >= "test6"
     with running_stage(stage, tmp_path=tmp_path, speed=FAST) as server:
-        tabs = [open_tab(page_url(stage, server.port)) for _ in range(2)]
+        tabs = [open_tab(live_page_url(stage, server.port)) for _ in range(2)]
         for tab in tabs:
             connect(tab)
         start_then_stop(server, tabs, tabs[0], tabs[1], buttons=buttons, chart=chart)
@@ -490,7 +496,7 @@ def test_page_shows_that_no_server_answers(stage, open_tab) -> None:
 def test_page_shows_that_the_server_went_away(stage, open_tab, tmp_path) -> None:
     """A page whose server stops says so in #status."""
     with running_stage(stage, tmp_path=tmp_path, speed=SPEED) as server:
-        tab = open_tab(page_url(stage, server.port))
+        tab = open_tab(live_page_url(stage, server.port))
         if stage != "test1":
             connect(tab)
         else:

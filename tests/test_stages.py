@@ -73,6 +73,11 @@ async def round_trip(ws: ClientConnection) -> None:
     await asyncio.wait_for(await ws.ping(), TIMEOUT)
 
 
+def page_origin(name: str, stage: Stage) -> str:
+    """The Origin a browser sends from the stage's page: file:// pages send "null"; test9 serves its own."""
+    return f"http://127.0.0.1:{stage.port}" if name == "test9" else "null"
+
+
 async def open_socket(name: str, stage: Stage, role: str, **options) -> ClientConnection:
     """Open the command ("COMMS") or data ("DATA") socket the way the stage's page does."""
     if name in ("test1", "test2", "test3"):
@@ -120,7 +125,7 @@ def test_clients_leaving_and_ctrl_c_are_clean(name, tmp_path):
     with running_stage(name, "-v", tmp_path=tmp_path, speed=speed) as stage:
 
         async def scenario() -> int:
-            commands = await open_socket(name, stage, "COMMS", origin="null")  # a page opened from file://
+            commands = await open_socket(name, stage, "COMMS", origin=page_origin(name, stage))  # as the page
             data = await open_socket(name, stage, "DATA")
             if name in ("test1", "test2", "test3"):
                 await round_trip(data)
@@ -286,7 +291,7 @@ def test_one_acquisition_broadcast_to_every_client_and_logged(name, tmp_path):
         async def scenario() -> list[str]:
             commands = await open_socket(name, stage, "COMMS")
             first = await open_socket(name, stage, "DATA")
-            second = await open_socket(name, stage, "DATA", origin="null")
+            second = await open_socket(name, stage, "DATA", origin=page_origin(name, stage))
             for ws in (first, second):
                 await round_trip(ws)    # both are open, so both are in the audience
             assert await ask(commands, "START") == "OK: acquisition started"
