@@ -452,6 +452,12 @@ def print_table(rows, results):
     if busy:
         results.notes.append("the generator used more than 90% of a core in some scenarios: "
                              "there its figures are a lower bound for the server")
+    bg = [r["bg_cpu"] for r in rows if r["bg_cpu"] is not None]
+    if bg and statistics.median(bg) > 0.25:
+        results.notes.append(
+            f"other processes kept {statistics.median(bg):.2f} of {os.cpu_count()} CPUs busy during the windows"
+            " (median): throughput figures and their ratios are noisy; the cpu ratio column is the steadier"
+            " comparison")
     for name, reason in results.skipped.items():
         print(f"note: {name} skipped: {reason}")
     for note in results.notes:
@@ -506,7 +512,19 @@ def describe_machine():
     except ImportError:
         ws_version = None
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "websockets": ws_version, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "websockets": ws_version, "common": common_version(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def common_version():
+    """The commit common/ was measured at, with '+dirty' if its files differ from it."""
+    def git(*args):
+        return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, timeout=10).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "common")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None
 
 
 def interrupt(signum, frame):
@@ -521,7 +539,8 @@ def main(argv=None):
     results = Results()
     scenarios = [s for s in SCENARIOS if s.name in opts.scenario_list]
     machine = describe_machine()
-    print(f"Python {machine['python']}, {machine['cpus']} CPUs, websockets {machine['websockets'] or 'not installed'};"
+    print(f"Python {machine['python']}, {machine['cpus']} CPUs, common/ at {machine['common'] or '?'},"
+          f" websockets {machine['websockets'] or 'not installed'};"
           f" {opts.reps} reps, {opts.warmup:g} s warm-up + {opts.duration:g} s window", flush=True)
     started = time.monotonic()
     interrupted = False
