@@ -36,6 +36,7 @@ import functools
 import logging
 import math
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -78,6 +79,8 @@ def open_log(path: Path) -> TextIO:
     """Start a fresh log at `path`, keeping the previous run's (if not empty) as PATH.1."""
     if path.is_file() and path.stat().st_size > 0:
         path.replace(f"{path}.1")
+    if path.parent.is_dir() and shutil.disk_usage(path.parent).free == 0:
+        raise OSError("No space left on device")  # better said now than at the first sample
     return open(path, "w", encoding="utf-8", buffering=1)  # line-buffered: whole lines, at once
 
 
@@ -88,9 +91,11 @@ class Acquisition:
     nothing of the loop's: it hands readings over with call_soon_threadsafe().
     """
 
-    def __init__(self, period: float, log: TextIO) -> None:
+    def __init__(self, period: float, log: TextIO, stop: asyncio.Event) -> None:
         self.period = period            # seconds between two samples
         self.log = log                  # one line per sample, written by the sensor thread
+        self.stop = stop                # set when the log cannot be written: the server stops
+        self.error: OSError | None = None  # why the log could not be written (a full disk)
         self.count = 0                  # samples taken, so lines logged
         self.on = False                 # START sets it, STOP clears it
         self.quitting = False           # shutdown() sets it
@@ -112,7 +117,10 @@ class Acquisition:
             self.quitting = True
         self.changed.set()
         self.thread.join()
-        self.log.close()
+        try:
+            self.log.close()
+        except OSError as exc:          # the last line could not be written either
+            self.error = self.error or exc
         return self.count
 
     def sample_forever(self) -> None:
@@ -134,7 +142,12 @@ class Acquisition:
     def take_sample(self, sensor: FakeSensor) -> None:
         """In the sensor thread: log every sample, hand every SEND_EVERY-th to the loop."""
         reading = f"SENSOR,{sensor.read():.3f}"
-        self.log.write(reading + "\n")
+        try:
+            self.log.write(reading + "\n")
+        except OSError as exc:          # a full disk: stop, rather than go on without a log
+            self.error, self.quitting = exc, True
+            self.loop.call_soon_threadsafe(self.stop.set)
+            return
         if self.count % SEND_EVERY == 0:
             self.loop.call_soon_threadsafe(broadcast, self.data_clients, reading)
         self.count += 1
@@ -219,7 +232,7 @@ async def run(host: str, port: int, speed: float, log: TextIO) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
             loop.add_signal_handler(sig, stop.set)
-    acquisition = Acquisition(SAMPLE_PERIOD / speed, log)
+    acquisition = Acquisition(SAMPLE_PERIOD / speed, log, stop)
     try:
         serving = serve(functools.partial(handler, acquisition=acquisition), host, port, process_request=only_known_paths, origins=ORIGINS)
         async with serving as server:
@@ -232,6 +245,8 @@ async def run(host: str, port: int, speed: float, log: TextIO) -> None:
     finally:
         count = acquisition.shutdown()  # after the clients were closed: nothing taken is lost
         print(f"logged {count} samples to {log.name}", flush=True)
+    if acquisition.error is not None:   # main() prints it: "error: cannot write the log ..."
+        raise OSError(f"cannot write the log {log.name}: {acquisition.error.strerror or acquisition.error}")
     print("server stopped", flush=True)
 
 
