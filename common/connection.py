@@ -43,6 +43,9 @@ Data = Union[str, bytes]
 # asyncio's selector transport reads at most 256 KiB at a time anyway.
 READ_SIZE = 262144
 
+# Up to this size, a frame's header and payload are joined into one write.
+_JOIN_LIMIT = 16384
+
 # Messages shorter than this go uncompressed even with permessage-deflate.
 # Measured (zlib 1.2.13, JSON telemetry, see common/deflate.py's settings):
 # sending costs ~3 us per message and compressing adds ~6 us whatever the
@@ -450,11 +453,14 @@ class Connection:
         if self.is_client:
             # §5.3: a fresh, unpredictable key for every frame.
             key = os.urandom(4)
-            self.writer.write(
-                bytes((header[0], header[1] | 0x80)) + header[2:] + key + apply_mask(payload, key)
-            )
+            header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
+            payload = apply_mask(payload, key)
+        if len(payload) <= _JOIN_LIMIT:
+            self.transport.write(header + payload)  # one write, one syscall
         else:
-            self.writer.write(header + payload)
+            # Two writes rather than copying a large payload behind its header.
+            self.transport.write(header)
+            self.transport.write(payload)
 
     def _send_close(self, close: Close) -> None:
         self.close_sent = close
