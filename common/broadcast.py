@@ -45,8 +45,7 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
     for connection in connections:
         if connection.state is not State.OPEN:
             continue
-        transport = connection.transport
-        if transport.get_write_buffer_size() > connection.write_limit:
+        if connection.buffered_amount() > connection.write_limit:
             skipped += 1
             _drop_if_stalled(connection)
             continue
@@ -55,7 +54,7 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
         if connection.is_client or connection.debug:
             connection._write_message(opcode, payload)
         elif extension is None or not compress:
-            transport.write(frame)
+            connection._write_now(frame)
         elif (key := getattr(extension, "shared_key", None)) is None:
             connection._write_message(opcode, payload)  # context takeover: its own compressor
         else:
@@ -63,7 +62,7 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
             if shared is None:
                 data = extension.encode(payload)
                 shared = compressed[key] = encode_header(opcode, len(data), rsv1=True) + data
-            transport.write(shared)
+            connection._write_now(shared)
     if skipped:
         logger.warning("broadcast skipped %d connection(s) that are not reading fast enough", skipped)
 
