@@ -33,6 +33,13 @@ A typical browser offer and our answer::
 
     > Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits
     < Sec-WebSocket-Extensions: permessage-deflate
+
+What it costs, measured with 1,000 connections on loopback (server CPU per
+:func:`~common.broadcast` call; 2 loaded cores, zlib 1.2.13): a 1 KiB JSON
+message takes ~15 ms uncompressed, the same with ``server_no_context_takeover``
+(compressed once for everyone, 5.5 times fewer bytes on the wire), and
+~65 ms with context takeover (compressed per connection; 16 KiB: ~270 ms
+against ~19 ms), which also keeps ~38 KiB of compressor per connection.
 """
 
 from __future__ import annotations
