@@ -464,7 +464,7 @@ class PerMessageDeflate:
         assert data.endswith(TAIL)
         return data[:-4]
 
-    def decode(self, payload: bytes, fin: bool, max_size: int | None) -> bytes:
+    def decode(self, payload: bytes | memoryview, fin: bool, max_size: int | None) -> bytes:
         """Inflate one frame of a compressed message (§7.2.2).
 
         ``max_size`` is how many more bytes the message may grow (None: no
@@ -476,7 +476,7 @@ class PerMessageDeflate:
         if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(-self.decompress_bits)
         if fin:
-            payload += TAIL
+            payload = b"".join((payload, TAIL))  # any bytes-like payload, one copy
         limit = 0 if max_size is None else max_size + 1  # 0: no limit
         try:
             data = decompressor.decompress(payload, limit)
