@@ -68,8 +68,8 @@ __all__ = [
     "png_distinct_colors",
 ]
 
-# The flags of the issue: headless, no sandbox (containers run us as root),
-# nothing that phones home or updates itself while a test runs.
+# Headless, no sandbox (containers run us as root), nothing that phones home
+# or updates itself while a test runs, no tab treated as a background one.
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -80,6 +80,12 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--remote-debugging-port=0",
+    # Several tabs at once, each must behave as the one in front: a tab behind
+    # others gets its timers throttled and its renderer process niced, and on
+    # a loaded machine that starves it for seconds.
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding",
 ]
 
 START_TIMEOUT = 20.0        # Chromium's first start on a loaded 2-core box can be slow
