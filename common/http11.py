@@ -124,7 +124,7 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
         ) from None
     except asyncio.IncompleteReadError as exc:
         raise InvalidMessage(
-            "connection closed during the handshake" if exc.partial else "no request received"
+            "connection closed in the middle of the handshake" if exc.partial else "connection closed before the handshake"
         ) from None
 
 
