@@ -268,7 +268,8 @@ def print_addresses(host: str, port: int) -> None:
               " `ipconfig` (Windows) or the network settings (macOS)", flush=True)
 
 
-async def run(host: str, port: int, speed: float, log: TextIO, page: bytes, hosts: frozenset[str]) -> None:
+async def run(host: str, port: int, speed: float, log: TextIO, page: bytes, hosts: frozenset[str],
+              keepalive: float) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -277,8 +278,10 @@ async def run(host: str, port: int, speed: float, log: TextIO, page: bytes, host
             loop.add_signal_handler(sig, stop.set)
     acquisition = Acquisition(SAMPLE_PERIOD / speed, log, stop)
     try:
+        # --keepalive: ping_interval and ping_timeout; the close handshake gets half (10 s of 20, common's default).
         serving = serve(functools.partial(handler, acquisition=acquisition), host, port,
-                        process_request=functools.partial(route, page=page, hosts=hosts), origins=same_origin)
+                        process_request=functools.partial(route, page=page, hosts=hosts), origins=same_origin,
+                        ping_interval=keepalive, ping_timeout=keepalive, close_timeout=keepalive / 2)
         async with serving as server:
             host, port = server.sockets[0].getsockname()[:2]
             print(f"listening on ws://{host}:{port}/", flush=True)
@@ -306,10 +309,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="log every sample to PATH (default: log.txt next to this script; the previous one is kept as PATH.1)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="also answer requests for NAME (a DNS name or address of this machine); repeatable")
+    parser.add_argument("--keepalive", type=float, default=20, metavar="SECONDS",
+                        help="ping each client every SECONDS; drop one that does not answer or stops reading"
+                             " for SECONDS (default: %(default)s; the tests use less)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
     args = parser.parse_args(argv)
-    if args.speed <= 0:
-        parser.error("--speed must be more than 0")
+    if args.speed <= 0 or args.keepalive <= 0:
+        parser.error("--speed and --keepalive must be more than 0")
     logging.basicConfig(format="%(asctime)s %(message)s")
     if args.verbose:
         logging.getLogger("common").setLevel(logging.DEBUG)
@@ -324,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the log {args.log}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(args.host, args.port, args.speed, log, page, local_names(args.allow_host)))
+        asyncio.run(run(args.host, args.port, args.speed, log, page, local_names(args.allow_host), args.keepalive))
     except KeyboardInterrupt:
         pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
     except OSError as exc:  # for example: the port is already in use
