@@ -63,7 +63,7 @@ class ConnectionClosed(WebSocketException):
         self.rcvd = rcvd
         self.sent = sent
         self.rcvd_then_sent = rcvd_then_sent
-        super().__init__(str(self))
+        super().__init__(rcvd, sent)
 
     @property
     def code(self) -> int:

@@ -46,10 +46,13 @@ class Headers:
     (KeyError when absent); ``headers.get_all(name)`` returns every value.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_index")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = list(items)
+        # Lower-cased name -> values, built on the first lookup: a handshake
+        # looks up a dozen names, and each scan would lower-case every name.
+        self._index: dict[str, list[str]] | None = None
 
     def __getitem__(self, name: str) -> str:
         values = self.get_all(name)
@@ -62,14 +65,19 @@ class Headers:
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [v for k, v in self._items if k.lower() == lname]
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for key, value in self._items:
+                index.setdefault(key.lower(), []).append(value)
+        return list(index.get(name.lower(), ()))
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self.get_all(name))
 
     def __setitem__(self, name: str, value: str) -> None:
         self._items.append((name, value))
+        self._index = None
 
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self._items)

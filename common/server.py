@@ -215,7 +215,10 @@ class Server:
     async def _run_handler(self, connection: ServerConnection) -> None:
         connection.start()
         self.connections.add(connection)
-        logger.info("%s: connection open on %s", _peer(connection.remote_address), connection.path)
+        # Checked first: formatting the arguments would cost every connection.
+        verbose = logger.isEnabledFor(logging.INFO)
+        if verbose:
+            logger.info("%s: connection open on %s", _peer(connection.remote_address), connection.path)
         try:
             await self.handler(connection)
         except ConnectionClosed:
@@ -227,11 +230,10 @@ class Server:
             # A handler that returns ends its connection normally.
             await connection.close()
             self.connections.discard(connection)
-            logger.info(
-                "%s: connection closed: %s",
-                _peer(connection.remote_address),
-                connection._closed_exception(),
-            )
+            if verbose:
+                logger.info(
+                    "%s: connection closed: %s", _peer(connection.remote_address), connection._closed_exception()
+                )
 
 
 def _peer(address: Any) -> str:
