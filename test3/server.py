@@ -13,6 +13,7 @@ the server's address and press Connect. A firewall may still stand between
 the two devices: allow incoming TCP on port 5678 if the page cannot connect.
 
 Run:   python3 test3/server.py            (-v shows every frame; Ctrl+C stops)
+       --certfile cert.pem [--keyfile key.pem]: wss:// (TLS); the page needs ?scheme=wss
 Open:  test3/client.html on another device (copy the file there), type an
        address that the server printed, press Connect, then send GET_TIME.
 Next:  one socket, one conversation; test4 opens a second socket for data.
@@ -24,6 +25,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,18 +100,19 @@ def print_addresses(host: str) -> None:
     print("on this machine, connect to localhost", flush=True)
 
 
-async def run(host: str, port: int, speed: float) -> None:
+async def run(host: str, port: int, speed: float, tls: ssl.SSLContext | None) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
             loop.add_signal_handler(sig, stop.set)
-    async with serve(handler, host, port, origins=ORIGINS) as server:
+    async with serve(handler, host, port, origins=ORIGINS, ssl=tls) as server:
         host, port = server.sockets[0].getsockname()[:2]
-        print(f"listening on ws://{host}:{port}/", flush=True)
+        print(f"listening on {'wss' if tls else 'ws'}://{host}:{port}/", flush=True)
         print_addresses(host)
-        page = PAGE.as_uri() + (f"?port={port}" if port != PORT else "")
+        query = ([f"port={port}"] if port != PORT else []) + (["scheme=wss"] if tls else [])  # what the page cannot guess
+        page = PAGE.as_uri() + ("?" + "&".join(query) if query else "")
         print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
         await stop.wait()
     print("server stopped", flush=True)
@@ -124,15 +127,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
     parser.add_argument("--speed", type=float, default=1.0, metavar="N",
                         help="run the clock N times faster (used by the tests)")
+    parser.add_argument("--certfile", type=Path, metavar="PATH",
+                        help="serve over TLS (wss://) with this PEM certificate; the file may hold the key too")
+    parser.add_argument("--keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM), if not in --certfile")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
     args = parser.parse_args(argv)
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile goes with --certfile")
     if args.speed <= 0:
         parser.error("--speed must be more than 0")
     logging.basicConfig(format="%(asctime)s %(message)s")
     if args.verbose:
         logging.getLogger("common").setLevel(logging.DEBUG)
+    tls = None                          # with --certfile: TLS, so wss:// instead of ws://
+    if args.certfile:
+        try:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(args.certfile, args.keyfile)
+        except OSError as exc:          # a missing file; ssl.SSLError ("PEM lib"): not PEM, no key or not its key
+            why = "not a PEM certificate with its private key" if isinstance(exc, ssl.SSLError) else exc.strerror or exc
+            print(f"error: cannot load the certificate {args.certfile} (key: {args.keyfile or 'in the same file'}): {why}",
+                  file=sys.stderr)
+            return 2
     try:
-        asyncio.run(run(args.host, args.port, args.speed))
+        asyncio.run(run(args.host, args.port, args.speed, tls))
     except KeyboardInterrupt:
         pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
     except OSError as exc:  # for example: the port is already in use

@@ -39,6 +39,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -225,7 +226,7 @@ def print_addresses(host: str) -> None:
     print("on this machine, connect to localhost", flush=True)
 
 
-async def run(host: str, port: int, speed: float, log: TextIO) -> None:
+async def run(host: str, port: int, speed: float, log: TextIO, tls: ssl.SSLContext | None) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -234,12 +235,14 @@ async def run(host: str, port: int, speed: float, log: TextIO) -> None:
             loop.add_signal_handler(sig, stop.set)
     acquisition = Acquisition(SAMPLE_PERIOD / speed, log, stop)
     try:
-        serving = serve(functools.partial(handler, acquisition=acquisition), host, port, process_request=only_known_paths, origins=ORIGINS)
+        serving = serve(functools.partial(handler, acquisition=acquisition), host, port, process_request=only_known_paths,
+                        origins=ORIGINS, ssl=tls)
         async with serving as server:
             host, port = server.sockets[0].getsockname()[:2]
-            print(f"listening on ws://{host}:{port}/", flush=True)
+            print(f"listening on {'wss' if tls else 'ws'}://{host}:{port}/", flush=True)
             print_addresses(host)
-            page = PAGE.as_uri() + (f"?port={port}" if port != PORT else "")
+            query = ([f"port={port}"] if port != PORT else []) + (["scheme=wss"] if tls else [])  # what the page cannot guess
+            page = PAGE.as_uri() + ("?" + "&".join(query) if query else "")
             print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
             await stop.wait()
     finally:
@@ -261,20 +264,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the clock N times faster (used by the tests)")
     parser.add_argument("--log", type=Path, default=LOG, metavar="PATH",
                         help="log every sample to PATH (default: log.txt next to this script; the previous one is kept as PATH.1)")
+    parser.add_argument("--certfile", type=Path, metavar="PATH",
+                        help="serve over TLS (wss://) with this PEM certificate; the file may hold the key too")
+    parser.add_argument("--keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM), if not in --certfile")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
     args = parser.parse_args(argv)
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile goes with --certfile")
     if args.speed <= 0:
         parser.error("--speed must be more than 0")
     logging.basicConfig(format="%(asctime)s %(message)s")
     if args.verbose:
         logging.getLogger("common").setLevel(logging.DEBUG)
+    tls = None                          # with --certfile: TLS, so wss:// instead of ws://
+    if args.certfile:
+        try:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(args.certfile, args.keyfile)
+        except OSError as exc:          # a missing file; ssl.SSLError ("PEM lib"): not PEM, no key or not its key
+            why = "not a PEM certificate with its private key" if isinstance(exc, ssl.SSLError) else exc.strerror or exc
+            print(f"error: cannot load the certificate {args.certfile} (key: {args.keyfile or 'in the same file'}): {why}",
+                  file=sys.stderr)
+            return 2
     try:
         log = open_log(args.log)
     except OSError as exc:
         print(f"error: cannot write the log {args.log}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(args.host, args.port, args.speed, log))
+        asyncio.run(run(args.host, args.port, args.speed, log, tls))
     except KeyboardInterrupt:
         pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
     except OSError as exc:  # for example: the port is already in use

@@ -31,8 +31,10 @@ the console says which http:// address to open; the Host and Origin checks.
 Run:   python3 test9/server.py            (-v shows every frame; Ctrl+C stops)
 Open:  http://localhost:5678/ here, or an address the server printed on
        another device; Connect, then Start and Stop.
-Next:  the readings and commands still cross the network in clear text:
-       TLS (https:// and wss://) hides them from the others on the network.
+TLS:   with --certfile (and --keyfile), the page is served on https:// and its
+       sockets are wss://; without, readings and commands cross the network in
+       clear text. Browsers must trust the certificate (a self-signed one: open
+       https://<address>:5678/ once and accept it).
 """
 
 import argparse
@@ -46,6 +48,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -257,19 +260,19 @@ def lan_addresses() -> list[str]:
     return sorted({info[4][0] for info in infos if not info[4][0].startswith("127.")})
 
 
-def print_addresses(host: str, port: int) -> None:
+def print_addresses(host: str, port: int, web: str) -> None:
     """Tell which address to open in a browser on another device."""
     if host not in ("0.0.0.0", "::", ""):
         print(f"only clients that can reach {host} can connect (--host 0.0.0.0 opens the server to the network)")
     elif addresses := lan_addresses():
-        print(f"on another device on this network, open {' or '.join(f'http://{a}:{port}/' for a in addresses)}")
+        print(f"on another device on this network, open {' or '.join(f'{web}://{a}:{port}/' for a in addresses)}")
     else:
         print("no network address found for this host name: find it with `ip addr` (Linux),"
               " `ipconfig` (Windows) or the network settings (macOS)", flush=True)
 
 
 async def run(host: str, port: int, speed: float, log: TextIO, page: bytes, hosts: frozenset[str],
-              keepalive: float) -> None:
+              keepalive: float, tls: ssl.SSLContext | None) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -281,12 +284,13 @@ async def run(host: str, port: int, speed: float, log: TextIO, page: bytes, host
         # --keepalive: ping_interval and ping_timeout; the close handshake gets half (10 s of 20, common's default).
         serving = serve(functools.partial(handler, acquisition=acquisition), host, port,
                         process_request=functools.partial(route, page=page, hosts=hosts), origins=same_origin,
-                        ping_interval=keepalive, ping_timeout=keepalive, close_timeout=keepalive / 2)
+                        ping_interval=keepalive, ping_timeout=keepalive, close_timeout=keepalive / 2, ssl=tls)
         async with serving as server:
             host, port = server.sockets[0].getsockname()[:2]
-            print(f"listening on ws://{host}:{port}/", flush=True)
-            print_addresses(host, port)
-            print(f"open http://localhost:{port}/ in a browser; Ctrl+C stops the server", flush=True)
+            print(f"listening on {'wss' if tls else 'ws'}://{host}:{port}/", flush=True)
+            web = "https" if tls else "http"   # the page, on the same port
+            print_addresses(host, port, web)
+            print(f"open {web}://localhost:{port}/ in a browser; Ctrl+C stops the server", flush=True)
             await stop.wait()
     finally:
         count = acquisition.shutdown()  # after the clients were closed: nothing taken is lost
@@ -312,13 +316,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keepalive", type=float, default=20, metavar="SECONDS",
                         help="ping each client every SECONDS; drop one that does not answer or stops reading"
                              " for SECONDS (default: %(default)s; the tests use less)")
+    parser.add_argument("--certfile", type=Path, metavar="PATH",
+                        help="serve over TLS (wss://) with this PEM certificate; the file may hold the key too")
+    parser.add_argument("--keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM), if not in --certfile")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
     args = parser.parse_args(argv)
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile goes with --certfile")
     if args.speed <= 0 or args.keepalive <= 0:
         parser.error("--speed and --keepalive must be more than 0")
     logging.basicConfig(format="%(asctime)s %(message)s")
     if args.verbose:
         logging.getLogger("common").setLevel(logging.DEBUG)
+    tls = None                          # with --certfile: TLS, so wss:// instead of ws://
+    if args.certfile:
+        try:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(args.certfile, args.keyfile)
+        except OSError as exc:          # a missing file; ssl.SSLError ("PEM lib"): not PEM, no key or not its key
+            why = "not a PEM certificate with its private key" if isinstance(exc, ssl.SSLError) else exc.strerror or exc
+            print(f"error: cannot load the certificate {args.certfile} (key: {args.keyfile or 'in the same file'}): {why}",
+                  file=sys.stderr)
+            return 2
     try:
         page = PAGE.read_bytes()
     except OSError as exc:
@@ -330,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the log {args.log}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(args.host, args.port, args.speed, log, page, local_names(args.allow_host), args.keepalive))
+        asyncio.run(run(args.host, args.port, args.speed, log, page, local_names(args.allow_host), args.keepalive, tls))
     except KeyboardInterrupt:
         pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
     except OSError as exc:  # for example: the port is already in use

@@ -1,15 +1,17 @@
 """Run a stage's server.py as a subprocess, for tests: `with running_stage("test2", tmp_path=tmp_path) as stage:`.
 
 The server is started on a free port (--port 0) with a faster clock (--speed),
-and the helper waits for its `listening on ws://HOST:PORT/` line. Everything it
-prints (stdout and stderr together) is collected by a background thread, so
-tests can wait for a line with a bound instead of sleeping. The server is
-always stopped on the way out: SIGTERM, then SIGKILL if it does not exit.
+and the helper waits for its `listening on ws://HOST:PORT/` line (`wss://` when
+given --certfile; `Stage.scheme` then says "wss", and `Stage.url()` follows).
+Everything it prints (stdout and stderr together) is collected by a background
+thread, so tests can wait for a line with a bound instead of sleeping. The
+server is always stopped on the way out: SIGTERM, then SIGKILL if it does not exit.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import re
 import signal
@@ -23,7 +25,7 @@ from pathlib import Path
 __all__ = ["REPO", "Stage", "running_stage", "stage_has_log"]
 
 REPO = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on ws://(\S+):(\d+)/")
+LISTENING = re.compile(r"listening on (wss?)://(\S+):(\d+)/")
 START_TIMEOUT = 10.0
 
 
@@ -40,6 +42,7 @@ class Stage:
         self.proc = proc
         self.log_path = log_path
         self.port = 0
+        self.scheme = "ws"              # "wss" when the server listens with TLS (--certfile)
         self._text: list[str] = []
         self._eof = False
         self._changed = threading.Condition()
@@ -62,7 +65,12 @@ class Stage:
             self._changed.notify_all()
 
     def url(self, path: str = "/") -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
+        """The WebSocket URL of `path` on this server: ws://127.0.0.1:PORT/... (wss:// with TLS)."""
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+
+    def http_url(self, path: str = "/") -> str:
+        """The same address for plain HTTP (test9's page): http://... (https:// with TLS)."""
+        return f"{'https' if self.scheme == 'wss' else 'http'}://127.0.0.1:{self.port}{path}"
 
     def output(self) -> str:
         """Everything the server printed so far, stdout and stderr interleaved."""
@@ -82,13 +90,17 @@ class Stage:
 
     def _wait_listening(self, timeout: float) -> None:
         if not self._wait(LISTENING.search, timeout):
+            if self._eof:               # its output ended: it is exiting, let it finish (bounded)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(5)
+            code = self.proc.poll()
             raise AssertionError(
                 f"no 'listening on ws://...' line within {timeout} s "
-                f"(exit code {self.proc.poll()}); output:\n{self.output()}"
+                f"({'still running' if code is None else f'exit code {code}'}); output:\n{self.output()}"
             )
         match = LISTENING.search(self.output())
         assert match is not None
-        self.port = int(match.group(2))
+        self.scheme, self.port = match.group(1), int(match.group(3))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         """Send `sig`, wait for the exit (killing after `timeout`), return the exit code."""
@@ -110,7 +122,7 @@ class Stage:
 def running_stage(stage: str, *args: str, tmp_path: Path, speed: float = 20) -> Iterator[Stage]:
     """Start python3 <repo>/<stage>/server.py --port 0 --host 127.0.0.1 --speed SPEED
     [--log tmp_path/log.txt for test5+] *args as a subprocess; wait (bounded, ~10 s)
-    for its `listening on ws://...:PORT/` line; yield; always terminate it
+    for its `listening on ws[s]://...:PORT/` line; yield; always terminate it
     (SIGTERM, then kill after a bound)."""
     command = [sys.executable, str(REPO / stage / "server.py"),
                "--port", "0", "--host", "127.0.0.1", "--speed", str(speed)]
