@@ -369,6 +369,8 @@ class Tab:
         self.closed = False
         self.errors: list[str] = []         # uncaught exceptions in the page
         self.console: list[str] = []        # console.* calls, "level: text"
+        # The page's WebSockets by requestId: {"url", "response"}, once "Network.enable" was called.
+        self.websockets: dict[str, dict[str, Any]] = {}
         browser._listeners[session] = self._on_event
         self.call("Page.enable")
         self.call("Runtime.enable")
@@ -386,6 +388,10 @@ class Tab:
         elif method == "Runtime.consoleAPICalled":
             args = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
             self.console.append(f"{params.get('type')}: {args}")
+        elif method == "Network.webSocketCreated":
+            self.websockets.setdefault(params["requestId"], {})["url"] = params.get("url")
+        elif method == "Network.webSocketHandshakeResponseReceived":   # status, headers, as the browser got them
+            self.websockets.setdefault(params["requestId"], {})["response"] = params.get("response", {})
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
         """Send a CDP command to this tab."""

@@ -13,7 +13,9 @@ would see, through the pages' DOM contract:
   and ``#connect``; test3 to test6: ``#command``, ``#send``, ``#response``;
   test6 and later: ``canvas#chart``; test7 and later: ``#start``, ``#stop``
   and ``#legend``; test8 and test9: series A, B and C in ``#legend``;
-  test9 is also served by its own server at ``/`` and ``/dashboard``.
+  test9 is also served by its own server at ``/`` and ``/dashboard``, over
+  https:// too (--certfile), and its sockets negotiate permessage-deflate with
+  Chromium (the handshake answers seen in DevTools' Network domain).
 
 One screenshot per stage is saved in a temporary folder (shown with
 ``pytest -s``) and checked to be a real render of the viewport's size.
@@ -40,6 +42,7 @@ except ImportError:
     from stage_util import running_stage
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"    # a self-signed certificate for 127.0.0.1: a test fixture
 VIEWPORT = (1024, 1280)                 # CSS pixels at device scale 1: the screenshots' size
 SPEED = 20                              # the servers' clocks run this many times faster
 TIMEOUT = 10.0                          # bound of every wait for something a person would see
@@ -477,6 +480,67 @@ def test_test9_is_served_by_its_server(open_tab, screenshots, tmp_path) -> None:
         start_then_stop(server, tabs, tabs[1], tabs[0], buttons=True, chart=True)
         check_legend(tabs[0], ["A", "B", "C"])
         save_screenshot(tabs[0], screenshots, "test9-served")
+
+
+def handshakes(tab: cdp.Tab, at_least: int) -> list[tuple[str, dict]]:
+    """(url, response) of the page's WebSocket handshakes, as Chromium received them; needs
+    "Network.enable" before the sockets open. Waits (bounded) until ``at_least`` have answered."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        answered = [(ws.get("url", "?"), ws["response"]) for ws in list(tab.websockets.values()) if "response" in ws]
+        if len(answered) >= at_least:
+            return answered
+        assert time.monotonic() < deadline, f"{len(answered)} WebSocket handshake(s) answered, not {at_least}: {tab.websockets}"
+        time.sleep(cdp.POLL_INTERVAL)
+
+
+def check_readings_flow(tab: cdp.Tab) -> None:
+    """Start: readings arrive (and are drawn); Stop: acknowledged."""
+    before, shown = count(tab), fingerprint(tab)
+    assert press(tab, "#start") == "OK: acquisition started"
+    wait_count(tab, before + 5)
+    assert re.fullmatch(r"SENSOR,\d+(,-?\d+\.\d{3}){3}", messages(tab)[-1]), messages(tab)[-1]
+    wait_chart_change(tab, shown, "the chart did not change while readings arrived")
+    assert press(tab, "#stop") == "OK: acquisition stopped"
+
+
+def test_test9_negotiates_permessage_deflate_with_chromium(open_tab, tmp_path) -> None:
+    """test9: both of the page's sockets get permessage-deflate from the server, and the dashboard works."""
+    with running_stage("test9", tmp_path=tmp_path, speed=SPEED) as server:
+        tab = open_tab(live_page_url("test9", server.port))
+        tab.call("Network.enable")                  # from here on, tab.websockets records each handshake
+        tab.click("#connect")
+        wait_open(tab)
+        sockets = handshakes(tab, 2)
+        assert sorted(url for url, _ in sockets) == [f"ws://127.0.0.1:{server.port}{path}" for path in ("/commands/", "/stream_data/")]
+        for url, response in sockets:
+            headers = {name.lower(): value for name, value in response.get("headers", {}).items()}
+            assert response.get("status") == 101, (url, response)
+            assert "permessage-deflate" in headers.get("sec-websocket-extensions", ""), f"{url}: the server answered {headers}"
+        check_readings_flow(tab)
+
+
+def test_test9_over_https_and_wss(browser, open_tab, screenshots, tmp_path) -> None:
+    """test9 --certfile/--keyfile: the page over https://, its sockets over wss://, the dashboard works.
+
+    The fixture certificate is self-signed: Chromium is told to accept it for
+    this test only (Security.setIgnoreCertificateErrors, as --ignore-certificate-errors).
+    """
+    tls = ["--certfile", str(FIXTURES / "localhost.pem"), "--keyfile", str(FIXTURES / "localhost.key")]
+    browser.call("Security.setIgnoreCertificateErrors", {"ignore": True})
+    try:
+        with running_stage("test9", *tls, tmp_path=tmp_path, speed=SPEED) as server:
+            tab = open_tab(server.http_url("/"))
+            assert tab.evaluate("location.protocol") == "https:"
+            tab.call("Network.enable")
+            tab.click("#connect")
+            wait_open(tab)
+            assert sorted(url for url, _ in handshakes(tab, 2)) == [server.url("/commands/"), server.url("/stream_data/")]
+            assert server.url("/").startswith("wss://") and "wss://" in status(tab)
+            check_readings_flow(tab)
+            save_screenshot(tab, screenshots, "test9-https")
+    finally:
+        browser.call("Security.setIgnoreCertificateErrors", {"ignore": False})
 
 
 STAGES = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
