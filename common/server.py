@@ -196,8 +196,13 @@ class Server:
 
     async def _process_request(self, request: Request) -> bytes | None:
         """Let the application answer plain HTTP (test9 serves its page so)."""
-        if request.method not in ("GET", "HEAD") or self.process_request is None:
+        if self.process_request is None:
             return None
+        if request.method not in ("GET", "HEAD"):
+            # This server answers HEAD too, so the 405 says so (RFC 9110 §15.5.6).
+            raise InvalidHandshake(
+                f"method {request.method} not allowed", HTTPStatus.METHOD_NOT_ALLOWED, [("Allow", "GET, HEAD")]
+            )
         answer = self.process_request(request.path, request.headers)
         if inspect.isawaitable(answer):
             answer = await answer
