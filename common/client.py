@@ -149,7 +149,7 @@ class connect:
         try:
             response = parse_response(await read_head(reader))
         except InvalidMessage as exc:
-            raise InvalidHandshake(f"invalid answer from the server: {exc}") from None
+            raise InvalidMessage(f"invalid answer from the server: {exc}") from None
         if response.status != 101:
             response.body = await _read_body(reader, response.headers)
         subprotocol = check_response(response, key, self.subprotocols)

@@ -414,6 +414,10 @@ class Connection:
             logger.debug("= connection is CLOSED")
         if self._timer is not None:
             self._timer.cancel()
+        if not self.transport.is_closing():
+            # The peer's close and its FIN may come in one read: the close
+            # frame we queued in answer must still go out before ours.
+            self._flush()
         self._outgoing = None
         self.transport.close()
         for waiter, _ in self._pings.values():

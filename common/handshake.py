@@ -41,7 +41,9 @@ __all__ = [
 #: The magic string of RFC 6455 §1.3, appended to the key before hashing.
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-_UPGRADE_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")]
+# What a 426 says (RFC 9110 §15.5.22: it MUST name the protocol to upgrade to).
+# No "Connection: Upgrade": the error answer already says "Connection: close".
+_UPGRADE_HEADERS = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
 
 
 def accept_key(key: str) -> str:
