@@ -10,7 +10,7 @@ from typing import Any
 
 from . import deflate
 from .connection import Connection
-from .exceptions import InvalidHandshake, InvalidMessage, NegotiationError
+from .exceptions import InvalidMessage, NegotiationError
 from .handshake import build_request, check_response, generate_key
 from .http11 import Headers, parse_response, read_head
 
