@@ -3,9 +3,11 @@
 One background task per connection reads from the socket in large chunks and
 feeds a sans-I/O :class:`~common.protocol.Receiver`; it answers pings at once,
 queues messages for :meth:`Connection.recv` and runs the close handshake.
-Writing is synchronous (``StreamWriter.write``) and only awaits when the
-socket's send buffer is over ``write_limit``, so a send never yields to the
-event loop while the peer keeps up.
+Writing never blocks: the frames written during one turn of the event loop
+are joined into one write to the transport (at the end of the turn, or as
+soon as :meth:`Connection.recv` is about to wait), and :meth:`Connection.send`
+only awaits while more than ``write_limit`` bytes wait to be sent, so a send
+does not yield to the event loop while the peer keeps up.
 
 All methods must be called from the event loop's thread. A thread that wants
 to send hands the data over with ``loop.call_soon_threadsafe`` (or
