@@ -481,11 +481,16 @@ class Connection:
     def _write(self, data: bytes) -> None:
         """Queue bytes for the socket until the end of this loop iteration.
 
-        A handler answering 32 pipelined messages then makes one send()
-        system call instead of 32; recv() flushes before it waits, so a
-        request/response exchange gains no latency.
+        Only while received messages wait for the application: a handler
+        answering 32 pipelined messages then makes one send() system call
+        instead of 32, and recv() flushes before it waits. With nothing else
+        to answer, the write goes out at once, so a request/response exchange
+        gains no latency and the loop no extra turn.
         """
         if self._outgoing is None:
+            if not self._messages:
+                self.transport.write(data)
+                return
             self._outgoing = [data]
             self.loop.call_soon(self._flush)
         else:
