@@ -160,7 +160,7 @@ class Connection:
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
-        self._reader_task: asyncio.Task[None] | None = None
+        self._reader_task: asyncio.Task[None] | None = None  # the loop only holds tasks weakly
         #: When broadcast() first found the send buffer full; None if it is not.
         self.stalled_since: float | None = None
         # Frames written during one turn of the event loop, sent together.
