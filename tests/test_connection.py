@@ -311,6 +311,27 @@ def test_messages_before_a_protocol_error_are_answered_first():
     run(main())
 
 
+def test_messages_before_the_peers_close_are_answered_first():
+    """A message and a close in one write: the echo precedes the close reply (§7.1.5 leaves room for it)."""
+
+    async def main():
+        async with server() as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            # A masked "hi", then a masked close 1000, in the same write.
+            writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x88\x82\x00\x00\x00\x00\x03\xe8")
+            assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
+            assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x88\x02\x03\xe8"
+            assert await asyncio.wait_for(reader.read(), BOUND) == b""  # then the server closes TCP
+            writer.close()
+
+    run(main())
+
+
 def test_process_request_serves_plain_http_and_404():
     """process_request answers plain HTTP on the WebSocket port."""
 
