@@ -1,7 +1,7 @@
 """Command-line entries: an echo server and an interactive client.
 
-    python3 -m common echo [--host H] [--port P] [--max-size N] [-v]
-    python3 -m common client ws://localhost:5678/ [-v]
+    python3 -m common [-v] echo [--host H] [--port P] [--max-size N]
+    python3 -m common [-v] client ws://localhost:5678/
 
 The echo server is the usual target of conformance suites; the client prints
 what arrives and sends each line typed (try it against test2: ``GET_TIME``).
@@ -37,7 +37,8 @@ async def _wait_for_stop_signal() -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set_result, None)
+        # A second Ctrl+C during shutdown must not set the result twice.
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     await stop
 
 
@@ -79,14 +80,14 @@ async def run_client(uri: str) -> int:
 
 
 async def _first(get_line: object, receiver: asyncio.Task[None]) -> str | None:
-    """The next typed line; raises if the connection ends first."""
+    """The next typed line; None when the input or the connection ends."""
     getter = asyncio.ensure_future(get_line)  # type: ignore[arg-type]
     done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
     if getter in done:
         return getter.result()
     getter.cancel()
-    receiver.result()
-    raise ConnectionClosed(None, None)
+    receiver.result()  # raises ConnectionClosedError after an abnormal close
+    return None  # the server closed normally: like the end of input
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from . import deflate
 from .connection import Connection
 from .exceptions import InvalidMessage, NegotiationError
 from .handshake import build_request, check_response, generate_key
-from .http11 import Headers, parse_response, read_head
+from .http11 import MAX_HEAD, Headers, parse_response, read_head
 
 __all__ = ["connect", "ClientConnection", "parse_uri"]
 
@@ -114,7 +114,7 @@ class connect:
             raise ValueError("ssl= given for a ws:// URI; use wss://")
         ssl = self.ssl if self.ssl is not None else True if secure else None
         async with asyncio.timeout(self.open_timeout):
-            reader, writer = await asyncio.open_connection(host, port, ssl=ssl)
+            reader, writer = await asyncio.open_connection(host, port, ssl=ssl, limit=MAX_HEAD)
             try:
                 return await self._handshake(reader, writer, host, port, secure, path)
             except BaseException:

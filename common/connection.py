@@ -3,9 +3,9 @@
 One background task per connection reads from the socket in large chunks and
 feeds a sans-I/O :class:`~common.protocol.Receiver`; it answers pings at once,
 queues messages for :meth:`Connection.recv` and runs the close handshake.
-Writing never blocks: the frames written during one turn of the event loop
-are joined into one write to the transport (at the end of the turn, or as
-soon as :meth:`Connection.recv` is about to wait), and :meth:`Connection.send`
+Writing never blocks: while received messages wait for the application, the
+frames it writes are joined into one write to the transport (at the end of
+the loop's turn, or as soon as :meth:`Connection.recv` is about to wait), and :meth:`Connection.send`
 only awaits while more than ``write_limit`` bytes wait to be sent, so a send
 does not yield to the event loop while the peer keeps up.
 
@@ -31,7 +31,7 @@ from .exceptions import (
     ConnectionClosedOK,
     ProtocolError,
 )
-from .frames import Close, CloseCode, Opcode, apply_mask, encode_header
+from .frames import Close, CloseCode, Opcode, apply_mask, encode_header, is_valid_close_code
 from .http11 import Headers, parse_request
 from .protocol import Receiver
 
@@ -58,7 +58,11 @@ COMPRESSION_THRESHOLD = 128
 
 
 class State(enum.IntEnum):
-    """The connection's state (RFC 6455 §4.1, §7)."""
+    """The connection's state (RFC 6455 §4.1, §7).
+
+    A Connection object exists only once the handshake succeeded, so it is
+    never CONNECTING; the value is kept to match the ``websockets`` API.
+    """
 
     CONNECTING = 0
     OPEN = 1
@@ -66,22 +70,17 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
-def _describe(opcode: int, payload: Any, fin: bool = True, rsv1: bool = False, size: int | None = None) -> str:
+def _describe(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, size: int | None = None) -> str:
     """Render a frame for the wire view: opcode, FIN, length, first bytes."""
     name = Opcode(opcode).name if opcode in Opcode._value2member_map_ else hex(opcode)
-    if isinstance(payload, Close):
-        body = str(payload)
-    elif isinstance(payload, str):
-        body = repr(payload if len(payload) <= 60 else payload[:57] + "...")
-    elif opcode == Opcode.TEXT:
+    if opcode == Opcode.TEXT:
         body = repr(bytes(payload[:60]).decode(errors="replace"))
     else:
         body = bytes(payload[:24]).hex(" ") + (" ..." if len(payload) > 24 else "")
     flags = "" if fin else ", fin=0"
     if rsv1:
         flags += f", compressed to {size} bytes"
-    length = len(payload.serialize()) if isinstance(payload, Close) else len(payload)
-    return f"{name} {body} [{length} bytes{flags}]"
+    return f"{name} {body} [{len(payload)} bytes{flags}]"
 
 
 class Connection:
@@ -254,7 +253,7 @@ class Connection:
             self._flush()
             try:
                 await self.writer.drain()
-            except ConnectionError:
+            except OSError:  # ConnectionError, or whatever error the transport died of
                 await self._raise_closed()
 
     async def ping(self, data: Data | None = None) -> asyncio.Future[float]:
@@ -266,6 +265,7 @@ class Connection:
         if self.state is not State.OPEN:
             await self._raise_closed()
         payload = data.encode() if isinstance(data, str) else os.urandom(4) if data is None else bytes(data)
+        _check_control_payload(payload)
         if payload in self._pings:
             raise RuntimeError("already waiting for a pong with the same data")
         waiter: asyncio.Future[float] = self.loop.create_future()
@@ -277,14 +277,21 @@ class Connection:
         """Send an unsolicited pong: a unidirectional heartbeat (§5.5.3)."""
         if self.state is not State.OPEN:
             await self._raise_closed()
-        self._write_frame(Opcode.PONG, data.encode() if isinstance(data, str) else bytes(data))
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        _check_control_payload(payload)
+        self._write_frame(Opcode.PONG, payload)
 
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Run the close handshake (§7.1.2) and wait for the TCP connection to end.
 
         Each wait is bounded by ``close_timeout``, after which the connection
-        is aborted. Closing a closed connection does nothing.
+        is aborted. Closing a closed connection does nothing. ``code`` must
+        be one that may be sent (§7.4) and ``reason`` at most 123 bytes in
+        UTF-8, so that the frame fits a control frame's 125 bytes.
         """
+        if not is_valid_close_code(code):
+            raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
+        _check_control_payload(reason.encode(), limit=123)
         if self.state is State.OPEN:
             self._send_close(Close(code, reason))
         await asyncio.shield(self._closed)
@@ -458,20 +465,19 @@ class Connection:
             self._write_frame(opcode, payload)
 
     def _write_fragments(self, fragments: Iterable[Data]) -> None:
-        iterator = iter(fragments)
-        try:
-            current = next(iterator)
-        except StopIteration:
+        # Collected and checked before the first frame goes out: a message
+        # abandoned halfway would leave the peer inside a fragmented message.
+        parts = list(fragments)
+        if not parts:
             return
-        is_text = isinstance(current, str)
+        is_text = isinstance(parts[0], str)
+        if any(isinstance(part, str) != is_text for part in parts):
+            raise TypeError("all fragments of a message must be str, or all bytes")
         opcode = Opcode.TEXT if is_text else Opcode.BINARY
-        for following in iterator:
-            if isinstance(following, str) != is_text:
-                raise TypeError("all fragments of a message must be str, or all bytes")
-            self._write_frame(opcode, _to_bytes(current), fin=False)
+        for part in parts[:-1]:
+            self._write_frame(opcode, _to_bytes(part), fin=False)
             opcode = Opcode.CONT
-            current = following
-        self._write_frame(opcode, _to_bytes(current))
+        self._write_frame(opcode, _to_bytes(parts[-1]))
 
     def _write_frame(
         self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, original: bytes | None = None
@@ -548,6 +554,13 @@ class Connection:
             self._timer.cancel()
         # Bound the rest of the handshake: after close_timeout, abort.
         self._timer = self.loop.call_later(self.close_timeout, self._abort)
+        if self.close_rcvd is not None:
+            # The peer's close came first, its answer deferred: this close
+            # answers it, and the handshake is complete.
+            self._deferred = None
+            if not self.is_client:
+                self._flush()
+                self.transport.close()
 
     def _abort(self) -> None:
         if self.debug:
@@ -602,6 +615,12 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.state.name}>"
+
+
+def _check_control_payload(payload: bytes, limit: int = 125) -> None:
+    """Control frames carry at most 125 bytes (§5.5); raise before sending more."""
+    if len(payload) > limit:
+        raise ValueError(f"{len(payload)} bytes do not fit a control frame (at most {limit})")
 
 
 def _to_bytes(data: Data) -> bytes:

@@ -50,8 +50,6 @@ class Opcode(enum.IntEnum):
     PONG = 0xA  #: answer to a ping (§5.5.3)
 
 
-DATA_OPCODES = frozenset({Opcode.CONT, Opcode.TEXT, Opcode.BINARY})
-CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 
 
 class CloseCode(enum.IntEnum):

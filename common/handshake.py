@@ -73,9 +73,10 @@ def _single(headers: Headers, name: str, error: type[InvalidHandshake] = Invalid
 def check_request(request: Request) -> str:
     """Validate a WebSocket upgrade request; return its key (§4.2.1).
 
-    Raises :class:`InvalidUpgrade` (426) when this is not a WebSocket request
-    at all or asks for another protocol version, and :class:`InvalidHeader`
-    (400) when it is one but malformed.
+    Raises :class:`InvalidHandshake` with 405 for a method other than GET,
+    :class:`InvalidUpgrade` (426) when this is not a WebSocket request at all
+    or asks for another protocol version, and :class:`InvalidHeader` (400)
+    when it is one but malformed.
     """
     headers = request.headers
     if request.method != "GET":

@@ -22,7 +22,7 @@ from .connection import Connection
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .frames import CloseCode
 from .handshake import Origins, accept_key, check_origin, check_request, select_subprotocol
-from .http11 import Headers, Request, error_response, parse_request, read_head, serialize_response
+from .http11 import MAX_HEAD, Headers, Request, error_response, parse_request, read_head, serialize_response
 
 __all__ = ["serve", "Server", "ServerConnection", "HTTPResponse"]
 
@@ -46,8 +46,10 @@ class Server:
     """A listening WebSocket server; use it through :func:`serve`.
 
     ``connections`` is the set of open connections, ready for
-    :func:`~common.broadcast`. ``close()`` stops listening, closes every
-    connection with 1001 (going away) and waits for the handlers to return.
+    :func:`~common.broadcast`. ``close()`` starts the shutdown: it stops
+    listening, closes every connection with 1001 (going away) and cancels
+    handlers that outlive their connection by ``close_timeout``;
+    ``await wait_closed()`` waits for all of it.
     """
 
     def __init__(
@@ -82,7 +84,8 @@ class Server:
         return tuple(self._server.sockets) if self._server is not None else ()
 
     async def start(self, host: str | Sequence[str] | None, port: int, **kwargs: Any) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port, **kwargs)
+        # limit bounds what read_head() may buffer: MAX_HEAD, then 431.
+        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD, **kwargs)
 
     def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Start shutting down; ``await wait_closed()`` to wait for the end."""
@@ -119,7 +122,8 @@ class Server:
         await asyncio.gather(*(c.close(code, reason) for c in self.connections))
         close_timeout = self.connection_options.get("close_timeout", 10)
         if self._tasks:
-            # Handlers get close_timeout to finish after their connection closed.
+            # Handlers get close_timeout to finish after their connection's
+            # close (itself bounded by close_timeout), twice that in all.
             _, pending = await asyncio.wait(list(self._tasks), timeout=2 * close_timeout)
             for task in pending:
                 task.cancel()
@@ -203,9 +207,15 @@ class Server:
             raise InvalidHandshake(
                 f"method {request.method} not allowed", HTTPStatus.METHOD_NOT_ALLOWED, [("Allow", "GET, HEAD")]
             )
-        answer = self.process_request(request.path, request.headers)
-        if inspect.isawaitable(answer):
-            answer = await answer
+        try:
+            answer = self.process_request(request.path, request.headers)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception:
+            # The application's bug, answered here like any other error: a
+            # 500 for the client, the traceback for the server's log.
+            logger.exception("error in process_request for %s", request.path)
+            raise InvalidHandshake("the server failed to answer", HTTPStatus.INTERNAL_SERVER_ERROR) from None
         if answer is None:
             if request.method == "HEAD":
                 raise InvalidHandshake("HEAD cannot open a WebSocket", HTTPStatus.METHOD_NOT_ALLOWED, [("Allow", "GET")])

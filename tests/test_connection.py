@@ -483,3 +483,83 @@ def test_shutdown_is_bounded_with_unresponsive_and_half_open_peers():
         halfway.close()
 
     run(main())
+
+
+def test_invalid_control_frames_are_refused_before_sending():
+    """§5.5 and §7.4: ping/pong over 125 bytes, long reasons and unsendable codes raise ValueError; the connection stays usable."""
+
+    async def main():
+        async with server() as srv, connect(srv.url) as ws:
+            with pytest.raises(ValueError):
+                await ws.ping(b"x" * 126)
+            with pytest.raises(ValueError):
+                await ws.pong(b"x" * 126)
+            with pytest.raises(ValueError):
+                await ws.close(1000, "r" * 124)
+            for code in (999, 1005, 1006, 1015, 5000):
+                with pytest.raises(ValueError):
+                    await ws.close(code)
+            await ws.send("still open")
+            assert await ws.recv() == "still open"
+
+    run(main())
+
+
+def test_fragments_of_mixed_types_send_nothing():
+    """A fragmented send with str and bytes mixed raises before any frame leaves."""
+
+    async def main():
+        async with server() as srv, connect(srv.url) as ws:
+            with pytest.raises(TypeError):
+                await ws.send(["a", "b", b"c"])
+            await ws.send("next")
+            assert await ws.recv() == "next"
+
+    run(main())
+
+
+def test_process_request_error_is_a_500_and_the_server_goes_on(caplog):
+    """A process_request that raises gets a 500 answer and a logged traceback; later requests work."""
+    calls = []
+
+    def process_request(path, headers):
+        calls.append(path)
+        if len(calls) == 1:
+            raise RuntimeError("bug in the application")
+        return None
+
+    async def main():
+        async with server(process_request=process_request) as srv:
+            with pytest.raises(InvalidStatus) as info:
+                await connect(srv.url)
+            assert info.value.status_code == 500
+            async with connect(srv.url) as ws:
+                await ws.send("ok")
+                assert await ws.recv() == "ok"
+
+    with caplog.at_level(logging.ERROR, logger="common"):
+        run(main())
+    assert any("bug in the application" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_handler_closing_after_the_peers_close_ends_at_once():
+    """The peer's close, deferred behind unread messages, is answered by the handler's own close without waiting."""
+
+    async def handler(ws):
+        await ws.recv()
+        await ws.close()
+
+    async def main():
+        # close_timeout far beyond BOUND: waiting for it would fail the test.
+        async with server(handler, close_timeout=6 * BOUND) as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x81\x82\x00\x00\x00\x00hi" + b"\x88\x82\x00\x00\x00\x00\x03\xe8")
+            assert await asyncio.wait_for(reader.read(), BOUND) == b"\x88\x02\x03\xe8"
+            writer.close()
+
+    run(main())
