@@ -33,6 +33,19 @@ async def wait_until(predicate, timeout=BOUND):
             await asyncio.sleep(0.01)
 
 
+async def open_raw_websocket(port, wait_for_answer=True):
+    """A client on a bare TCP connection that sends a valid opening handshake,
+    for tests that then write frames byte by byte (or nothing at all)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    if wait_for_answer:
+        await reader.readuntil(b"\r\n\r\n")
+    return reader, writer
+
+
 async def echo(ws):
     async for message in ws:
         await ws.send(message)
@@ -246,11 +259,7 @@ def test_keepalive_closes_1011_when_pongs_stop():
             done.set_result(ws.close_sent.code)
 
         async with server(handler, ping_interval=0.05, ping_timeout=0.05, close_timeout=0.2) as srv:
-            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
-            writer.write(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
+            reader, writer = await open_raw_websocket(srv.sockets[0].getsockname()[1], wait_for_answer=False)
             # This peer reads nothing and answers nothing: it has vanished.
             assert await asyncio.wait_for(done, BOUND) == CloseCode.INTERNAL_ERROR
             writer.close()
@@ -295,12 +304,7 @@ def test_messages_before_a_protocol_error_are_answered_first():
 
     async def main():
         async with server() as srv:
-            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
-            writer.write(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            await reader.readuntil(b"\r\n\r\n")
+            reader, writer = await open_raw_websocket(srv.sockets[0].getsockname()[1])
             # A masked "hi" and, in the same write, a frame with reserved opcode 3.
             writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x83\x80\x00\x00\x00\x00")
             assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
@@ -316,12 +320,7 @@ def test_messages_before_the_peers_close_are_answered_first():
 
     async def main():
         async with server() as srv:
-            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
-            writer.write(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            await reader.readuntil(b"\r\n\r\n")
+            reader, writer = await open_raw_websocket(srv.sockets[0].getsockname()[1])
             # A masked "hi", then a masked close 1000, in the same write.
             writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x88\x82\x00\x00\x00\x00\x03\xe8")
             assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
@@ -414,12 +413,7 @@ def test_broadcast_skips_then_drops_a_connection_that_is_not_reading(caplog):
     async def main():
         async with server(handler, write_limit=4096, ping_interval=None, ping_timeout=0.3) as srv:
             port = srv.sockets[0].getsockname()[1]
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            await reader.readuntil(b"\r\n\r\n")  # then never read again
+            reader, writer = await open_raw_websocket(port)  # then never read again
             healthy = await connect(srv.url, max_queue=10000)
             while len(srv.connections) < 2:
                 await asyncio.sleep(0)  # yield until the handlers registered
@@ -469,11 +463,7 @@ def test_shutdown_is_bounded_with_unresponsive_and_half_open_peers():
     async def main():
         srv = await serve(echo, "127.0.0.1", 0, close_timeout=0.3, open_timeout=30)
         port = srv.sockets[0].getsockname()[1]
-        _, mute = await asyncio.open_connection("127.0.0.1", port)
-        mute.write(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        _, mute = await open_raw_websocket(port, wait_for_answer=False)
         _, halfway = await asyncio.open_connection("127.0.0.1", port)
         halfway.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
         await wait_until(lambda: len(srv.connections) == 1 and len(srv._handshaking) == 1)
@@ -552,12 +542,7 @@ def test_handler_closing_after_the_peers_close_ends_at_once():
     async def main():
         # close_timeout far beyond BOUND: waiting for it would fail the test.
         async with server(handler, close_timeout=6 * BOUND) as srv:
-            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
-            writer.write(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            await reader.readuntil(b"\r\n\r\n")
+            reader, writer = await open_raw_websocket(srv.sockets[0].getsockname()[1])
             writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x81\x82\x00\x00\x00\x00hi" + b"\x88\x82\x00\x00\x00\x00\x03\xe8")
             assert await asyncio.wait_for(reader.read(), BOUND) == b"\x88\x02\x03\xe8"
             writer.close()
