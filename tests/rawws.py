@@ -483,6 +483,12 @@ class EchoServer:
             pass
         self.drainer.join(timeout=TIMEOUT)
 
+    def __enter__(self) -> "EchoServer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Always kills the server (it has no graceful-stop contract) and frees the pipes."""
         self.kill()

@@ -53,21 +53,15 @@ def payload_for(opcode: int, n: int) -> bytes:
 @pytest.fixture(scope="module")
 def echo_server():
     """The echo server with default options, started once for the module, always killed."""
-    server = rawws.EchoServer(REPO_ROOT)
-    try:
+    with rawws.EchoServer(REPO_ROOT) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def limited_server():
     """A second echo server with --max-size 1000."""
-    server = rawws.EchoServer(REPO_ROOT, ["--max-size", str(LIMIT)])
-    try:
+    with rawws.EchoServer(REPO_ROOT, ["--max-size", str(LIMIT)]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

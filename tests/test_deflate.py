@@ -780,21 +780,15 @@ def test_uncompressed_messages_still_allowed():
 @pytest.fixture(scope="module")
 def echo_process():
     """python3 -m common echo, started once for the module, always killed."""
-    server = rawws.EchoServer(REPO_ROOT)
-    try:
+    with rawws.EchoServer(REPO_ROOT) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def small_echo_process():
     """The echo server with --max-size 1 MiB, for the bombs."""
-    server = rawws.EchoServer(REPO_ROOT, ["--max-size", str(MiB)])
-    try:
+    with rawws.EchoServer(REPO_ROOT, ["--max-size", str(MiB)]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class DeflateClient:
