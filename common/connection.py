@@ -205,7 +205,8 @@ class Connection:
                 return message
             # Everything that came before the close, the bad frame or the
             # peer's EOF was returned: what was waiting for that goes on.
-            self._run_deferred()
+            if self._deferred is not None:
+                self._run_deferred()
             if self._eof_waiter is not None and not self._eof_waiter.done():
                 self._eof_waiter.set_result(None)
             if self.state is State.CLOSED or self.receiver.done:
