@@ -1,10 +1,16 @@
 """Command-line entries: an echo server and an interactive client.
 
-    python3 -m common [-v] echo [--host H] [--port P] [--max-size N]
-    python3 -m common [-v] client ws://localhost:5678/
+    python3 -m common echo [-v] [--host H] [--port P] [--max-size N]
+    python3 -m common client [-v] ws://localhost:5678/
 
 The echo server is the usual target of conformance suites; the client prints
 what arrives and sends each line typed (try it against test2: ``GET_TIME``).
+
+-v (--verbose), before or after the command, turns on the wire view: the
+library's log (the "common" logger) at DEBUG, one line per frame sent (>) or
+received (<), per ping or pong (%), per state change (=) and per error (!).
+It changes nothing else: asyncio's own debug messages stay off.
+Ctrl+C stops either command without a traceback (exit status 130 for the client).
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ async def run_client(uri: str) -> int:
     try:
         ws = await connect(uri)
     except (OSError, InvalidHandshake, ValueError, TimeoutError) as exc:
-        print(f"cannot connect to {uri}: {exc or type(exc).__name__}", file=sys.stderr)
+        # str() of a TimeoutError is empty: name the exception instead.
+        print(f"cannot connect to {uri}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
     print(f"connected to {uri}; type a message and press Enter (Ctrl+D to quit)", file=sys.stderr)
     loop = asyncio.get_running_loop()
@@ -90,26 +97,69 @@ async def _first(get_line: object, receiver: asyncio.Task[None]) -> str | None:
     return None  # the server closed normally: like the end of input
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m common", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame (the wire view)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    echo_parser = commands.add_parser("echo", help="run an echo server")
+def _port(text: str) -> int:
+    """argparse type for --port: an integer from 0 to 65535 (0 picks a free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    return port
+
+
+def _size(text: str) -> int:
+    """argparse type for --max-size: a positive number of bytes."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {size}")
+    return size
+
+
+VERBOSE_HELP = 'log every frame, the wire view (the "common" logger at DEBUG)'
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m common",
+        description=__doc__.split("\n\n")[0],
+        epilog="-v may also follow the command: client -v URI, echo -v.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    # The subcommands accept -v too. SUPPRESS as their default: a subcommand
+    # without -v must not reset the -v given before it to False.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    commands = parser.add_subparsers(dest="command", metavar="{echo,client}", required=True)
+    echo_parser = commands.add_parser("echo", parents=[verbose], help="run an echo server")
     echo_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    echo_parser.add_argument("--port", type=int, default=5678, help="port (default: 5678; 0 picks a free one)")
+    echo_parser.add_argument("--port", type=_port, default=5678, help="port (default: 5678; 0 picks a free one)")
     echo_parser.add_argument(
         "--max-size",
-        type=int,
+        type=_size,
         default=64 * 2**20,
         help="largest message accepted, in bytes (default: 64 MiB, enough for conformance suites)",
     )
-    client_parser = commands.add_parser("client", help="an interactive client")
+    client_parser = commands.add_parser("client", parents=[verbose], help="an interactive client")
     client_parser.add_argument("uri", help="for example ws://localhost:5678/")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(message)s",
-    )
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Warnings from everyone; with verbose, the library's DEBUG lines too (and nobody else's)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if verbose:
+        # Only the "common" logger: a DEBUG root logger would also show
+        # asyncio's debug messages ("Using selector: EpollSelector").
+        logging.getLogger("common").setLevel(logging.DEBUG)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose)
     try:
         if args.command == "echo":
             asyncio.run(run_echo(args.host, args.port, args.max_size))

@@ -1,0 +1,280 @@
+"""The command line, `python3 -m common echo|client`, run as subprocesses from the repository root.
+
+Every wait is bounded: output is collected by reader threads and tests wait
+for a line to appear (or the process to exit) with a timeout, never a sleep.
+Every process started is killed on the way out if it is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import common
+from common import __main__ as cli
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 10.0
+ASYNCIO_NOISE = "Using selector"
+
+
+class Process:
+    """A `python3 -m common ...` subprocess whose stdout and stderr are read as they come."""
+
+    def __init__(self, *args: str, stdin: int = subprocess.PIPE) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "common", *args],
+            cwd=REPO,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._text = {"stdout": "", "stderr": ""}
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._drain, args=(name, getattr(self.proc, name)), daemon=True)
+            for name in self._text
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _drain(self, name: str, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._changed:
+                self._text[name] += raw.decode("utf-8", "replace")
+                self._changed.notify_all()
+        stream.close()
+
+    @property
+    def stdout(self) -> str:
+        with self._changed:
+            return self._text["stdout"]
+
+    @property
+    def stderr(self) -> str:
+        with self._changed:
+            return self._text["stderr"]
+
+    def wait_for(self, text: str, stream: str = "stderr", timeout: float = TIMEOUT) -> str:
+        """Wait until `text` was printed on `stream`; return everything printed there so far."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: text in self._text[stream], timeout=timeout):
+                raise AssertionError(f"{text!r} not printed on {stream} within {timeout} s:\n{self._text}")
+            return self._text[stream]
+
+    def write(self, data: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data.encode())
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = TIMEOUT) -> int:
+        """Close stdin, wait for the exit and for the output to be read; return the exit status."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        status = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=timeout)
+        return status
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.finish()
+
+
+@contextlib.contextmanager
+def running(*args: str, stdin: int = subprocess.PIPE) -> Iterator[Process]:
+    """Start `python3 -m common *args`; always kill it on the way out."""
+    process = Process(*args, stdin=stdin)
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+@contextlib.contextmanager
+def echo_server(*args: str) -> Iterator[tuple[Process, str]]:
+    """`python3 -m common [args] --port 0` (args include "echo"), and its ws:// URL once it listens."""
+    with running(*args, "--port", "0", stdin=subprocess.DEVNULL) as server:
+        line = server.wait_for("listening on ws://", stream="stdout").strip().splitlines()[-1]
+        yield server, line.split("listening on ", 1)[1] + "/"
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[socket.socket]:
+    """A TCP listener on 127.0.0.1 that never answers the opening handshake."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        yield listener
+
+
+def url_of(listener: socket.socket) -> str:
+    host, port = listener.getsockname()[:2]
+    return f"ws://{host}:{port}/"
+
+
+# ----------------------------------------------------------------- the wire view (-v)
+
+VERBOSE_POSITIONS = {
+    "before the command": lambda command: ["-v", command],
+    "after the command": lambda command: [command, "-v"],
+    "long form after the command": lambda command: [command, "--verbose"],
+}
+
+
+@pytest.mark.parametrize("position", VERBOSE_POSITIONS)
+def test_client_verbose_shows_frames_and_no_asyncio_noise(position: str) -> None:
+    """client with -v, before or after the command, logs each frame and nothing from asyncio."""
+    with echo_server("echo") as (_, url):
+        with running(*VERBOSE_POSITIONS[position]("client"), url) as client:
+            client.write("hello\n")
+            assert client.finish() == 0, client.stderr
+    assert "< hello" in client.stdout
+    assert "> TEXT 'hello'" in client.stderr
+    assert "< TEXT 'hello'" in client.stderr
+    assert "= connection is OPEN" in client.stderr
+    assert ASYNCIO_NOISE not in client.stderr
+    assert "Traceback" not in client.stderr
+
+
+def test_client_without_verbose_logs_no_frames() -> None:
+    """client without -v prints the messages only: no frame lines, no asyncio lines."""
+    with echo_server("echo") as (_, url):
+        with running("client", url) as client:
+            client.write("hello\n")
+            assert client.finish() == 0, client.stderr
+    assert "< hello" in client.stdout
+    assert "TEXT" not in client.stderr
+    assert ASYNCIO_NOISE not in client.stderr
+
+
+@pytest.mark.parametrize("position", VERBOSE_POSITIONS)
+def test_echo_verbose_shows_frames_and_no_asyncio_noise(position: str) -> None:
+    """echo with -v, before or after the command, logs each frame and nothing from asyncio."""
+    with echo_server(*VERBOSE_POSITIONS[position]("echo")) as (server, url):
+        with running("client", url) as client:
+            client.write("hello\n")
+            assert client.finish() == 0, client.stderr
+        server.wait_for("> TEXT 'hello'")
+        server.wait_for("= connection is CLOSED")
+        server.proc.send_signal(signal.SIGINT)
+        assert server.finish() == 0
+    assert "< TEXT 'hello'" in server.stderr
+    assert ASYNCIO_NOISE not in server.stderr
+    assert "Traceback" not in server.stderr
+
+
+def test_echo_without_verbose_logs_no_frames() -> None:
+    """echo without -v logs nothing for a normal session."""
+    with echo_server("echo") as (server, url):
+        with running("client", url) as client:
+            client.write("hello\n")
+            assert client.finish() == 0, client.stderr
+        server.proc.send_signal(signal.SIGINT)
+        assert server.finish() == 0
+    assert server.stderr == ""
+
+
+def test_help_mentions_verbose_after_the_command() -> None:
+    """--help says that -v also works after the command, and each command's help lists -v."""
+    main_help = subprocess.run([sys.executable, "-m", "common", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=TIMEOUT)
+    assert main_help.returncode == 0
+    assert "client -v" in main_help.stdout
+    for command in ("echo", "client"):
+        sub_help = subprocess.run([sys.executable, "-m", "common", command, "--help"], cwd=REPO,
+                                  capture_output=True, text=True, timeout=TIMEOUT)
+        assert sub_help.returncode == 0
+        assert "-v, --verbose" in sub_help.stdout
+
+
+# ----------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "required: {echo,client}"),
+        (("-v",), "required: {echo,client}"),
+        (("echo", "--port", "99999"), "argument --port: port must be 0-65535, not 99999"),
+        (("echo", "--port", "-1"), "argument --port: port must be 0-65535, not -1"),
+        (("echo", "--port", "http"), "argument --port: not a port number: 'http'"),
+        (("echo", "--max-size", "0"), "argument --max-size: must be at least 1, not 0"),
+        (("client",), "required: uri"),
+    ],
+)
+def test_usage_error_is_a_clean_argparse_error(args: tuple[str, ...], message: str) -> None:
+    """A missing command or a bad option value: usage and a one-line error, exit status 2, no traceback."""
+    result = subprocess.run([sys.executable, "-m", "common", *args], cwd=REPO, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: python3 -m common")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------- Ctrl+C
+
+def test_ctrl_c_stops_echo_without_traceback() -> None:
+    """SIGINT stops the echo server, with a client connected: exit status 0, no traceback."""
+    with echo_server("echo") as (server, url):
+        with running("client", url) as client:
+            client.wait_for("connected to")
+            server.proc.send_signal(signal.SIGINT)
+            assert server.finish() == 0
+            assert client.finish() == 0  # the server closed the connection normally
+    assert "Traceback" not in server.stderr
+    assert "Traceback" not in client.stderr
+
+
+def test_ctrl_c_stops_connected_client_without_traceback() -> None:
+    """SIGINT stops a connected client waiting for input: exit status 130, no traceback."""
+    with echo_server("echo") as (_, url):
+        with running("client", url) as client:
+            client.wait_for("connected to")
+            client.proc.send_signal(signal.SIGINT)
+            assert client.finish() == 130
+    assert "Traceback" not in client.stderr
+
+
+def test_ctrl_c_stops_client_during_the_handshake_without_traceback() -> None:
+    """SIGINT while the server has not answered the handshake: exit status 130, no traceback."""
+    with silent_server() as listener, running("client", url_of(listener)) as client:
+        connection, _ = listener.accept()  # the client is now waiting for the handshake response
+        with connection:
+            client.proc.send_signal(signal.SIGINT)
+            assert client.finish() == 130
+    assert "Traceback" not in client.stderr
+    assert "cannot connect" not in client.stderr
+
+
+# ----------------------------------------------------------------- connection errors
+
+def test_handshake_timeout_is_named(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A handshake that times out is reported as TimeoutError, not as an empty message."""
+    monkeypatch.setattr(cli, "connect", functools.partial(common.connect, open_timeout=0.2))
+    with silent_server() as listener:
+        url = url_of(listener)
+        assert asyncio.run(asyncio.wait_for(cli.run_client(url), TIMEOUT)) == 1
+    assert capsys.readouterr().err == f"cannot connect to {url}: TimeoutError\n"
+
+
+def test_refused_connection_is_reported() -> None:
+    """Nothing listening: one line on stderr, exit status 1, no traceback."""
+    with silent_server() as listener:
+        url = url_of(listener)
+    result = subprocess.run([sys.executable, "-m", "common", "client", url], cwd=REPO, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"cannot connect to {url}: ")
+    assert "Traceback" not in result.stderr
