@@ -89,7 +89,10 @@ def check_request(request: Request) -> str:
         raise InvalidUpgrade("this is a WebSocket endpoint: Upgrade: websocket required", headers=_UPGRADE_HEADERS)
     if "upgrade" not in headers.tokens("Connection"):
         raise InvalidUpgrade("Connection: Upgrade required", headers=_UPGRADE_HEADERS)
-    if "Content-Length" in headers and headers["Content-Length"].strip() != "0" or "Transfer-Encoding" in headers:
+    # §4.1 sends no body, and what follows the head is read as frames: any
+    # body, chunked or counted, would be taken for frames the client sent.
+    # (Ambiguous framing headers never get here: parse_request refuses them.)
+    if request.body_length != 0:
         raise InvalidHeader("a WebSocket handshake request has no body")
     _single(headers, "Host")
     version = headers.get_all("Sec-WebSocket-Version")

@@ -101,6 +101,9 @@ class Request:
     method: str
     path: str
     headers: Headers
+    #: The length of the body that follows the head (RFC 9112 §6.3): 0 when
+    #: there is none, None when it is chunked and only its chunks tell.
+    body_length: int | None = 0
 
 
 @dataclass
@@ -155,12 +158,49 @@ def _parse_headers(lines: list[bytes]) -> Headers:
     return Headers(items)
 
 
+def _body_length(headers: Headers) -> int | None:
+    """The length of a request's body from its framing headers (RFC 9112 §6.3).
+
+    Returns 0 without a body and None for a chunked one. Raises
+    :class:`InvalidMessage` (400) when the headers could be read two ways: a
+    proxy that took one reading and a server that took the other would
+    disagree on where the next message starts (request smuggling, §11.2).
+    """
+    fields = headers.get_all("Content-Length")
+    if "Transfer-Encoding" in headers:
+        # §6.3 item 3: both at once "ought to be handled as an error".
+        if fields:
+            raise InvalidMessage("both Transfer-Encoding and Content-Length: the body's length is ambiguous")
+        # §6.3 item 4: unless chunked is the final coding, the length cannot
+        # be determined and "the server MUST respond with the 400".
+        if headers.tokens("Transfer-Encoding")[-1:] != ["chunked"]:
+            raise InvalidMessage("Transfer-Encoding does not end with chunked: the body's length is unknown")
+        return None
+    if not fields:
+        return 0
+    # §6.3 item 5: differing values are an unrecoverable error. RFC 9110
+    # §8.6 lets a recipient accept identical repeats ("0, 0", or the header
+    # twice) as one, or reject them; they are refused too, so that exactly
+    # one reading exists for any proxy in front of us to share, and no
+    # client has a reason to repeat the header.
+    values = [value.strip(" \t") for field in fields for value in field.split(",")]
+    if len(values) != 1:
+        raise InvalidMessage(f"Content-Length must be one number, not {', '.join(fields)[:40]!r}")
+    # 1*DIGIT: isdigit() alone passes "²", which int() refuses; and 18 digits
+    # (an exabyte) keep int() far from its 4300-digit limit.
+    value = values[0]
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise InvalidMessage(f"invalid Content-Length {value[:40]!r}")
+    return int(value)
+
+
 def parse_request(head: bytes) -> Request:
     """Parse a request head (RFC 9112 §3). Only HTTP/1.1 is accepted here.
 
     RFC 6455 §4.1: "The method of the request MUST be GET, and the HTTP
     version MUST be at least 1.1." The method itself is checked by the caller,
-    which may serve HEAD or answer 405.
+    which may serve HEAD or answer 405. A head whose framing headers leave
+    the body's length ambiguous is refused here, whatever the method.
     """
     request_line, *lines = head[:-4].split(b"\r\n") if head.endswith(b"\r\n\r\n") else [head]
     if len(request_line) > MAX_LINE:
@@ -175,7 +215,8 @@ def parse_request(head: bytes) -> Request:
         raise InvalidMessage(f"malformed request line {request_line[:80]!r}")
     if not target.startswith(b"/") or not target.isascii() or any(c <= 0x20 or c == 0x7F for c in target):
         raise InvalidMessage(f"unsupported request target {target[:80]!r}")
-    return Request(method.decode("ascii"), target.decode("ascii"), _parse_headers(lines))
+    headers = _parse_headers(lines)
+    return Request(method.decode("ascii"), target.decode("ascii"), headers, _body_length(headers))
 
 
 def parse_response(head: bytes) -> Response:

@@ -84,6 +84,54 @@ def test_wrong_version_is_answered_with_the_supported_one():
     assert ("Sec-WebSocket-Version", "13") in info.value.headers
 
 
+AMBIGUOUS_FRAMINGS = {
+    "cl-0-then-14": "Content-Length: 0\r\nContent-Length: 14\r\n",
+    "cl-14-then-0": "Content-Length: 14\r\nContent-Length: 0\r\n",
+    "cl-0-twice": "Content-Length: 0\r\nContent-Length: 0\r\n",
+    "cl-list": "Content-Length: 0, 14\r\n",
+    "cl-list-identical": "Content-Length: 0, 0\r\n",
+    "cl-trailing-comma": "Content-Length: 0,\r\n",
+    "cl-empty": "Content-Length:\r\n",
+    "cl-plus": "Content-Length: +0\r\n",
+    "cl-negative": "Content-Length: -1\r\n",
+    "cl-hex": "Content-Length: 0x0\r\n",
+    "cl-superscript-two": "Content-Length: \xb2\r\n",  # str.isdigit() says yes, int() says no
+    "cl-5000-digits": "Content-Length: " + "9" * 5000 + "\r\n",  # past int()'s 4300-digit limit
+    "te-then-cl": "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
+    "cl-then-te": "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n",
+    "te-not-chunked": "Transfer-Encoding: gzip\r\n",
+    "te-chunked-not-last": "Transfer-Encoding: chunked, gzip\r\n",
+}
+
+
+@pytest.mark.parametrize("framing", AMBIGUOUS_FRAMINGS.values(), ids=list(AMBIGUOUS_FRAMINGS))
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_ambiguous_body_framing_is_refused_with_400(framing, method):
+    """RFC 9112 §6.3: repeated, listed, malformed or conflicting framing headers are an error, whatever the method."""
+    head = GOOD.replace("GET", method).replace("Origin:", framing + "Origin:")
+    with pytest.raises(InvalidMessage) as info:
+        parse_request(head.encode("latin-1"))
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "framing",
+    ["Content-Length: 14\r\n", "Content-Length: 1\r\n", "Transfer-Encoding: chunked\r\n"],
+)
+def test_a_handshake_with_a_body_is_refused_with_400(framing):
+    """§4.1 sends no body: bytes after the head would be read as frames, so any announced body is refused."""
+    req = request(GOOD.replace("Origin:", framing + "Origin:"))
+    with pytest.raises(InvalidHeader) as info:
+        check_request(req)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 0\r\n", "Content-Length: 00\r\n"])
+def test_a_handshake_that_announces_an_empty_body_is_accepted(framing):
+    """RFC 9112 §6.3: a single Content-Length of zero is an empty body, which a handshake may state."""
+    assert check_request(request(GOOD.replace("Origin:", framing + "Origin:"))) == KEY
+
+
 @pytest.mark.parametrize(
     "head, status",
     [

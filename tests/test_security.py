@@ -1,4 +1,5 @@
-"""Who may talk to the stage servers: Origin checks, test9's Host check, static files and commands.
+"""Who may talk to the stage servers: Origin checks, test9's Host check, static files and commands,
+and handshakes that must not open a socket (ambiguous body framing).
 
 The real testN/server.py run as subprocesses (tests/stage_util.py) on
 127.0.0.1. test1 to test8 accept their page opened from disk (Origin: null)
@@ -24,7 +25,8 @@ try:                                    # tests/ as a package or as a plain dire
 except ImportError:
     from stage_util import running_stage
 
-from common import InvalidStatus, connect  # noqa: E402
+from common import InvalidStatus, Opcode, connect  # noqa: E402
+from common.frames import encode_frame  # noqa: E402
 
 TIMEOUT = 5.0                           # bound on every single wait for an event
 FILE_PAGES = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8"]
@@ -285,3 +287,28 @@ def test_test9_bad_commands_get_an_error_and_change_nothing(test9):
 
     run(scenario())
     assert "x" * 200 not in test9.output()     # the console line stays short too
+
+
+# A masked ping with an 8-byte payload: 14 bytes that a server which took the
+# wrong Content-Length as the body's would read as a frame and answer.
+SMUGGLED_PING = encode_frame(Opcode.PING, b"smuggled", mask=True, mask_key=b"\x01\x02\x03\x04")
+
+FRAMINGS = [
+    ("Content-Length: 0\r\nContent-Length: 14\r\n", SMUGGLED_PING),
+    ("Content-Length: 0, 14\r\n", SMUGGLED_PING),
+    ("Content-Length: 14\r\n", SMUGGLED_PING),
+    ("Content-Length: 0\r\nContent-Length: 0\r\n", SMUGGLED_PING),
+    ("Transfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED_PING),
+    ("Transfer-Encoding: chunked\r\nContent-Length: 0\r\n", b"0\r\n\r\n" + SMUGGLED_PING),
+]
+
+
+@pytest.mark.parametrize("framing, body", FRAMINGS, ids=["cl-0-then-14", "cl-list", "cl-14", "cl-0-twice",
+                                                         "chunked", "chunked-and-cl"])
+def test_test9_refuses_a_handshake_whose_body_could_hide_a_frame(test9, framing, body):
+    """RFC 9112 §6.3: repeated or conflicting framing headers, or any body, get 400: no 101, so no frame is read."""
+    assert len(SMUGGLED_PING) == 14
+    head = upgrade("/commands/", f"127.0.0.1:{test9.port}")[:-2] + framing + "\r\n"
+    status, headers, answer = raw_request(test9.port, head, body)
+    assert_short_text_error(status, headers, answer, 400)
+
