@@ -41,9 +41,11 @@ __all__ = [
 #: The magic string of RFC 6455 §1.3, appended to the key before hashing.
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-# What a 426 says (RFC 9110 §15.5.22: it MUST name the protocol to upgrade to).
-# No "Connection: Upgrade": the error answer already says "Connection: close".
-_UPGRADE_HEADERS = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+# What every 426 says: RFC 9110 §15.5.22, a 426 MUST send Upgrade; §7.8, a
+# sender of Upgrade MUST also send the "upgrade" connection option (which
+# error_response joins to "close" in one Connection header); RFC 6455 §4.4,
+# the versions this server speaks.
+_UPGRADE_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")]
 
 
 def accept_key(key: str) -> str:
@@ -98,8 +100,7 @@ def check_request(request: Request) -> str:
     version = headers.get_all("Sec-WebSocket-Version")
     if version != ["13"]:
         raise InvalidUpgrade(
-            "unsupported or missing Sec-WebSocket-Version; this server speaks version 13",
-            headers=[("Sec-WebSocket-Version", "13")],
+            "unsupported or missing Sec-WebSocket-Version; this server speaks version 13", headers=_UPGRADE_HEADERS
         )
     key = _single(headers, "Sec-WebSocket-Key")
     try:

@@ -245,14 +245,19 @@ def error_response(status: int, text: str, headers: Iterable[tuple[str, str]] = 
 
     Not to be cached (a refusal may depend on the moment or the Origin) and
     not to be sniffed as anything but text (its body may echo the request).
+    A ``Connection`` among ``headers`` (``Upgrade`` beside a 426's
+    ``Upgrade``, RFC 9110 §7.8) joins ``close`` in a single Connection header.
     """
     body = (text.rstrip() + "\n").encode()
+    headers = list(headers)
+    extra = [(name, value) for name, value in headers if name.lower() != "connection"]
+    options = [value for name, value in headers if name.lower() == "connection"]
     all_headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
         ("Cache-Control", "no-store"),
         ("X-Content-Type-Options", "nosniff"),
-        ("Connection", "close"),
-        *headers,
+        ("Connection", ", ".join([*options, "close"])),
+        *extra,
     ]
     return serialize_response(status, all_headers, body)

@@ -12,7 +12,7 @@ from common.handshake import (
     generate_key,
     select_subprotocol,
 )
-from common.http11 import MAX_HEADERS, Headers, parse_request, parse_response
+from common.http11 import MAX_HEADERS, Headers, error_response, parse_request, parse_response
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -77,11 +77,35 @@ def test_invalid_requests_get_the_right_status(old, new, error, status):
     assert info.value.status == status
 
 
-def test_wrong_version_is_answered_with_the_supported_one():
-    """§4.4: a 426 lists the versions the server speaks."""
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("Upgrade: websocket\r\n", ""),
+        ("Connection: Upgrade", "Connection: keep-alive"),
+        ("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 12"),
+        ("Sec-WebSocket-Version: 13\r\n", ""),
+    ],
+    ids=["no-upgrade", "connection-keep-alive", "version-12", "no-version"],
+)
+def test_every_426_names_the_upgrade_and_the_version(old, new):
+    """RFC 9110 §15.5.22 and §7.8: a 426 sends Upgrade with Connection: Upgrade; §4.4: and version 13."""
     with pytest.raises(InvalidUpgrade) as info:
-        check_request(request(GOOD.replace("Version: 13", "Version: 12")))
-    assert ("Sec-WebSocket-Version", "13") in info.value.headers
+        check_request(request(GOOD.replace(old, new)))
+    headers = Headers(info.value.headers)
+    assert headers.get_all("Upgrade") == ["websocket"]
+    assert headers.tokens("Connection") == ["upgrade"]
+    assert headers.get_all("Sec-WebSocket-Version") == ["13"]
+
+
+def test_error_response_says_close_in_the_same_connection_header():
+    """One Connection header: the caller's options (Upgrade for a 426) and close, which every error answer ends with."""
+    def headers(answer: bytes) -> Headers:
+        return parse_response(answer[: answer.index(b"\r\n\r\n") + 4]).headers
+
+    upgrade = headers(error_response(426, "Upgrade Required", [("Upgrade", "websocket"), ("Connection", "Upgrade")]))
+    assert upgrade.get_all("Connection") == ["Upgrade, close"]
+    assert upgrade.get_all("Upgrade") == ["websocket"]
+    assert headers(error_response(400, "Bad Request")).get_all("Connection") == ["close"]
 
 
 AMBIGUOUS_FRAMINGS = {

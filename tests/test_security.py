@@ -1,5 +1,5 @@
 """Who may talk to the stage servers: Origin checks, test9's Host check, static files and commands,
-and handshakes that must not open a socket (ambiguous body framing).
+and handshakes that must not open a socket (ambiguous body framing) or must say how to open one (426).
 
 The real testN/server.py run as subprocesses (tests/stage_util.py) on
 127.0.0.1. test1 to test8 accept their page opened from disk (Origin: null)
@@ -312,3 +312,15 @@ def test_test9_refuses_a_handshake_whose_body_could_hide_a_frame(test9, framing,
     status, headers, answer = raw_request(test9.port, head, body)
     assert_short_text_error(status, headers, answer, 400)
 
+
+@pytest.mark.parametrize("head", [
+    "GET /commands/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    upgrade("/commands/", "localhost").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
+], ids=["no-upgrade", "version-8"])
+def test_test9_426_says_which_upgrade_and_version(test9, head):
+    """RFC 9110 §15.5.22: a 426 MUST send Upgrade, and §7.8 Connection: Upgrade with it (one header, with close)."""
+    status, headers, body = raw_request(test9.port, head)
+    assert_short_text_error(status, headers, body, 426)
+    assert headers["upgrade"] == "websocket"
+    assert headers["connection"] == "Upgrade, close"
+    assert headers["sec-websocket-version"] == "13"
