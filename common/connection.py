@@ -9,6 +9,13 @@ the loop's turn, or as soon as :meth:`Connection.recv` is about to wait), and :m
 only awaits while more than ``write_limit`` bytes wait to be sent, so a send
 does not yield to the event loop while the peer keeps up.
 
+What a peer can make a connection hold is bounded, whatever it sends or
+withholds: at most ``max_queue`` messages wait for the application (the
+receiver leaves the rest of a read unparsed and reading pauses); while our
+pongs pile up unread beyond ``write_limit``, no more pings are read; and once
+the peer's EOF or our close frame is seen, the connection is gone within
+``close_timeout``, aborted if what we still have to send will not drain.
+
 All methods must be called from the event loop's thread. A thread that wants
 to send hands the data over with ``loop.call_soon_threadsafe`` (or
 ``asyncio.run_coroutine_threadsafe(ws.send(data), loop)``).
@@ -22,6 +29,7 @@ import logging
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Union
 
@@ -35,7 +43,7 @@ from .frames import Close, CloseCode, Opcode, apply_mask, encode_header, is_vali
 from .http11 import Headers, parse_request
 from .protocol import Receiver
 
-__all__ = ["Connection", "State", "Data"]
+__all__ = ["Connection", "State", "Data", "format_address"]
 
 logger = logging.getLogger("common")
 
@@ -103,8 +111,9 @@ class Connection:
         "reader", "writer", "transport", "loop", "max_queue", "ping_interval", "ping_timeout",
         "close_timeout", "write_limit", "extension", "subprotocol", "_request_head",
         "response_headers", "path", "remote_address", "state", "debug", "receiver", "close_sent",
-        "close_rcvd", "close_rcvd_then_sent", "_messages", "_recv_waiter", "_reading_paused",
-        "_deferred", "_eof_waiter", "_pings", "_timer", "_closed", "_reader_task", "stalled_since", "_outgoing", "_outgoing_size", "__dict__",
+        "close_rcvd", "close_rcvd_then_sent", "_messages", "_recv_waiter", "_receiving", "_reading_paused",
+        "_deferred", "_eof_waiter", "_pings", "_timer", "_abort_timer", "_closed", "_reader_task",
+        "stalled_since", "_outgoing", "_outgoing_size", "_answered", "__dict__",
     )
 
     def __init__(
@@ -130,6 +139,9 @@ class Connection:
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.write_limit = write_limit
+        # One threshold for everything: send() waits, broadcast() skips and
+        # the reading task stops answering pings above the same mark.
+        self.transport.set_write_buffer_limits(high=write_limit)
         self.extension = extension
         self.subprotocol = subprotocol
         self._request_head = b""
@@ -148,18 +160,26 @@ class Connection:
         self.close_sent: Close | None = None
         self.close_rcvd: Close | None = None
         self.close_rcvd_then_sent: bool | None = None
-        # A list, not a deque: it holds at most max_queue items, and an empty
-        # deque costs 600 bytes per connection where a list costs 56.
-        self._messages: list[Data] = []
+        # At most max_queue messages: the receiver parses no more until
+        # recv() makes room (see _receive).
+        self._messages: deque[Data] = deque()
         self._recv_waiter: asyncio.Future[None] | None = None
+        # True while a recv() call runs or waits: the application is reading,
+        # so the peer's close waits for the messages before it (_after_delivery).
+        self._receiving = False
+        # True while the queue is full: the transport is paused and the
+        # receiver holds what was read but not parsed yet.
         self._reading_paused = False
         # What ends the connection once recv() has returned the messages
         # that came before it: answering the peer's close, or failing.
         self._deferred: Callable[[], None] | None = None
-        # Set while the peer's EOF waits for the application (see _read_loop).
+        # Set while the peer's EOF waits for the application (see _let_reader_answer).
         self._eof_waiter: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # keepalive
+        # Aborts the TCP connection if it has not ended in time: set when our
+        # close frame goes out, or when the peer's EOF leaves unsent data.
+        self._abort_timer: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._reader_task: asyncio.Task[None] | None = None  # the loop only holds tasks weakly
         #: When broadcast() first found the send buffer full; None if it is not.
@@ -167,6 +187,8 @@ class Connection:
         # Frames written during one turn of the event loop, sent together.
         self._outgoing: list[bytes] | None = None
         self._outgoing_size = 0
+        # Whether the last read made us answer a ping (see _read_loop).
+        self._answered = False
 
     # ----------------------------------------------------------------- public
 
@@ -175,6 +197,11 @@ class Connection:
         """The headers of the opening request (parsed again on each access:
         keeping only the raw bytes saves memory on every idle connection)."""
         return parse_request(self._request_head).headers if self._request_head else Headers()
+
+    @property
+    def peer(self) -> str:
+        """The peer's address and port, as the wire view names this connection."""
+        return format_address(self.remote_address)
 
     @property
     def close_code(self) -> int | None:
@@ -196,12 +223,18 @@ class Connection:
         :class:`ConnectionClosedError` otherwise, once every message received
         before the close was returned.
         """
+        self._receiving = True
+        try:
+            return await self._next_message()
+        finally:
+            self._receiving = False
+
+    async def _next_message(self) -> Data:
         while True:
             if self._messages:
-                message = self._messages.pop(0)
-                if self._reading_paused and len(self._messages) < self.max_queue:
-                    self._reading_paused = False
-                    self.transport.resume_reading()
+                message = self._messages.popleft()
+                if self._reading_paused:
+                    self._resume_reading()
                 return message
             # Everything that came before the close, the bad frame or the
             # peer's EOF was returned: what was waiting for that goes on.
@@ -256,6 +289,10 @@ class Connection:
                 await self.writer.drain()
             except OSError:  # ConnectionError, or whatever error the transport died of
                 await self._raise_closed()
+            if self.transport.is_closing() and self.state is not State.OPEN:
+                # Woken because the connection ended (an abort wakes drain()
+                # without an error): the message may never have left.
+                await self._raise_closed()
 
     async def ping(self, data: Data | None = None) -> asyncio.Future[float]:
         """Send a ping (§5.5.2); return a future resolved by the matching pong.
@@ -306,54 +343,99 @@ class Connection:
     def start(self) -> None:
         """Start reading; called by the server or client after the handshake."""
         if self.debug:
-            logger.debug("= connection is OPEN")
+            logger.debug("%s = connection is OPEN", self.peer)
         self._reader_task = self.loop.create_task(self._read_loop())
         if self.ping_interval is not None:
             self._timer = self.loop.call_later(self.ping_interval, self._keepalive)
 
     async def _read_loop(self) -> None:
         read = self.reader.read
-        feed = self.receiver.feed
+        deadline: float | None = None
         try:
             while True:
                 data = await read(READ_SIZE)
                 if not data:
-                    if self._messages and self.state is State.OPEN:
-                        # The peer half-closed (shutdown(SHUT_WR)) right after its
-                        # last messages and may still be reading: our side stays
-                        # open until the application has taken them all and asks
-                        # for more, so that it can answer them; close_timeout bounds it.
-                        self._eof_waiter = self.loop.create_future()
-                        await asyncio.wait([self._eof_waiter], timeout=self.close_timeout)
+                    deadline = self.loop.time() + self.close_timeout
+                    await self._let_reader_answer(deadline)
                     break
-                for opcode, payload in feed(data):
-                    if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
-                        self._messages.append(payload)  # type: ignore[arg-type]
-                    elif opcode is None:
-                        self._protocol_error(payload)  # type: ignore[arg-type]
-                    else:
-                        self._control(opcode, payload)
-                if self._messages:
-                    waiter = self._recv_waiter
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
-                    if len(self._messages) >= self.max_queue and self.state is State.OPEN:
-                        # Backpressure: stop reading, let TCP push back on the
-                        # peer. The loop still awaits read(), which wakes up
-                        # if the connection drops meanwhile.
-                        self._reading_paused = True
-                        self.transport.pause_reading()
+                self._receive(data)
+                if self._answered:
+                    self._answered = False
+                    if self.buffered_amount() > self.write_limit:
+                        # The peer sends pings but does not read our pongs:
+                        # read nothing more until they drain, or the pongs
+                        # would pile up without bound. TCP then pushes back
+                        # on the peer; keepalive and close_timeout still end
+                        # the connection if it never reads again.
+                        self._flush()
+                        await self.writer.drain()
         except (ConnectionError, OSError) as exc:
             if self.debug:
-                logger.debug("! connection lost: %s", exc)
+                logger.debug("%s ! connection lost: %s", self.peer, exc)
         finally:
-            self._connection_lost()
+            self._connection_lost(deadline)
+
+    async def _let_reader_answer(self, deadline: float) -> None:
+        """The peer sent EOF: let a waiting recv() take what came before it.
+
+        A peer may half-close (shutdown(SHUT_WR)) right after its last
+        messages and still read: our side stays open until the application
+        has taken them all and asks for more, so that it can answer them,
+        until ``deadline``. A handler that is not reading does not hold it.
+        """
+        if self._messages and self.state is State.OPEN and self._receiving:
+            self._eof_waiter = self.loop.create_future()
+            await asyncio.wait([self._eof_waiter], timeout=max(0.0, deadline - self.loop.time()))
+
+    def _receive(self, data: bytes) -> None:
+        """Parse ``data`` and act on its events, as far as the queue has room.
+
+        At most ``max_queue`` messages wait for recv(): once the queue is
+        full, the receiver keeps the rest of what was read unparsed and
+        reading pauses, until recv() takes a message (backpressure, so that
+        TCP pushes back on the peer). Once our close frame is out, the
+        application has stopped reading: everything is parsed so that the
+        peer's close is seen, and messages beyond the queue are dropped.
+        """
+        open_ = self.state is State.OPEN
+        room = self.max_queue - len(self._messages) if open_ else None
+        messages = self._messages
+        for opcode, payload in self.receiver.feed(data, room):
+            if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+                if open_ or len(messages) < self.max_queue:
+                    messages.append(payload)  # type: ignore[arg-type]
+                elif self.debug:
+                    logger.debug("%s ! message dropped: received after our close, with the queue full", self.peer)
+            elif opcode is None:
+                self._protocol_error(payload)  # type: ignore[arg-type]
+            else:
+                self._control(opcode, payload)
+        if messages:
+            waiter = self._recv_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if len(messages) >= self.max_queue and self.state is State.OPEN and not self._reading_paused:
+                # The loop still awaits read(), which wakes up if the
+                # connection drops meanwhile.
+                self._reading_paused = True
+                self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        """Parse what was held back, then read again, as far as the queue has room."""
+        if len(self._messages) >= self.max_queue and self.state is State.OPEN:
+            return
+        self._reading_paused = False
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+        if self.receiver.pending:
+            self._receive(b"")
 
     def _control(self, opcode: int, payload: Any) -> None:
         if opcode == Opcode.PING:
             # §5.5.2: a Pong with the same payload, as soon as practical.
             if self.state is State.OPEN:
                 self._write_frame(Opcode.PONG, payload)
+                self._answered = True
         elif opcode == Opcode.PONG:
             self._acknowledge_pings(payload)
         else:
@@ -393,18 +475,21 @@ class Connection:
     def _protocol_error(self, exc: ProtocolError) -> None:
         """Fail the connection (§7.1.7), after earlier messages were delivered."""
         if self.debug:
-            logger.debug("! %s", exc)
+            logger.debug("%s ! %s", self.peer, exc)
         self._after_delivery(lambda: self._fail(exc))
 
     def _after_delivery(self, action: Callable[[], None]) -> None:
         """Run ``action`` once recv() has returned every message queued now.
 
-        The peer's close or a bad frame ends the connection, but the messages
-        that arrived before it are delivered first and the application may
-        answer them (the strict reading of the conformance suites: frames
-        take effect in order). ``close_timeout`` bounds the wait.
+        The peer's close or a bad frame ends the connection, but when a
+        recv() is waiting, the messages that arrived before it are delivered
+        first and the application may answer them (the strict reading of the
+        conformance suites: frames take effect in order). ``close_timeout``
+        bounds the wait. A handler that is not reading (one that only sends,
+        or is busy elsewhere) does not hold the close back: it gets the
+        messages from recv() all the same, but cannot answer them.
         """
-        if not self._messages:
+        if not self._messages or not self._receiving:
             action()
             return
         self._deferred = action
@@ -433,10 +518,17 @@ class Connection:
         else:
             self.transport.close()
 
-    def _connection_lost(self) -> None:
+    def _connection_lost(self, deadline: float | None = None) -> None:
+        """Reading ended: the peer's EOF, or the connection broke.
+
+        Closing the transport waits for its buffer to drain, which a peer
+        that does not read would make last forever: unless the buffer is
+        empty, the connection is aborted at ``deadline`` (``close_timeout``
+        after the peer's EOF), or when our close frame's timeout expires.
+        """
         self.state = State.CLOSED
         if self.debug:
-            logger.debug("= connection is CLOSED")
+            logger.debug("%s = connection is CLOSED", self.peer)
         if self._timer is not None:
             self._timer.cancel()
         if not self.transport.is_closing():
@@ -445,6 +537,9 @@ class Connection:
             self._flush()
         self._outgoing = None
         self.transport.close()
+        if self.transport.get_write_buffer_size() and self._abort_timer is None:
+            when = self.loop.time() + self.close_timeout if deadline is None else deadline
+            self._abort_timer = self.loop.call_at(when, self._abort)
         for waiter, _ in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(self._closed_exception())
@@ -485,7 +580,7 @@ class Connection:
     ) -> None:
         if self.debug:
             shown = original if original is not None else payload
-            logger.debug("> %s", _describe(opcode, shown, fin, rsv1, len(payload)))
+            logger.debug("%s > %s", self.peer, _describe(opcode, shown, fin, rsv1, len(payload)))
         header = encode_header(opcode, len(payload), fin, rsv1)
         if self.is_client:
             # §5.3: a fresh, unpredictable key for every frame.
@@ -543,18 +638,17 @@ class Connection:
             self.close_rcvd_then_sent = False
         self.state = State.CLOSING
         if self.debug:
-            logger.debug("= connection is CLOSING")
+            logger.debug("%s = connection is CLOSING", self.peer)
         if self._reading_paused:
             # Reading must go on to see the peer's close, whatever is queued.
-            self._reading_paused = False
-            self.transport.resume_reading()
+            self._resume_reading()
         if self._eof_waiter is not None and not self._eof_waiter.done():
             self._eof_waiter.set_result(None)  # the peer sent EOF already: no close will come
         self._write_frame(Opcode.CLOSE, close.serialize())
         if self._timer is not None:
             self._timer.cancel()
         # Bound the rest of the handshake: after close_timeout, abort.
-        self._timer = self.loop.call_later(self.close_timeout, self._abort)
+        self._abort_timer = self.loop.call_later(self.close_timeout, self._abort)
         if self.close_rcvd is not None:
             # The peer's close came first, its answer deferred: this close
             # answers it, and the handshake is complete.
@@ -565,7 +659,7 @@ class Connection:
 
     def _abort(self) -> None:
         if self.debug:
-            logger.debug("! close handshake timed out; aborting the connection")
+            logger.debug("%s ! the connection did not end within close_timeout; aborting it", self.peer)
         self.transport.abort()
 
     def _keepalive(self) -> None:
@@ -577,7 +671,7 @@ class Connection:
         self._pings[payload] = (waiter, time.monotonic())
         self._write_frame(Opcode.PING, payload)
         if self.debug:
-            logger.debug("% sent keepalive ping")
+            logger.debug("%s %% sent keepalive ping", self.peer)
         if self.ping_timeout is not None:
             self._timer = self.loop.call_later(self.ping_timeout, self._keepalive_expired, waiter)
         else:
@@ -590,7 +684,7 @@ class Connection:
             delay = max(0.0, self.ping_interval - self.ping_timeout)  # type: ignore[operator]
             self._timer = self.loop.call_later(delay, self._keepalive)
             return
-        logger.info("no pong within %s s; closing the connection", self.ping_timeout)
+        logger.info("%s: no pong within %s s; closing the connection", self.peer, self.ping_timeout)
         self._send_close(Close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
         if not self.is_client:
             self._half_close()
@@ -599,7 +693,7 @@ class Connection:
 
     def _log_frame_in(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int | None = None) -> None:
         # For a compressed frame, payload is inflated and size is on the wire.
-        logger.debug("< %s", _describe(opcode, payload, fin, rsv1, len(payload) if size is None else size))
+        logger.debug("%s < %s", self.peer, _describe(opcode, payload, fin, rsv1, len(payload) if size is None else size))
 
     def _closed_exception(self) -> ConnectionClosed:
         # A close without a code (1005) is how browsers close by default.
@@ -616,6 +710,14 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.state.name}>"
+
+
+def format_address(address: Any) -> str:
+    """``host:port`` for an IPv4 peer, ``[host]:port`` for IPv6, as in a URI."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+        return f"{host}:{address[1]}"
+    return str(address)
 
 
 def _check_control_payload(payload: bytes, limit: int = 125) -> None:

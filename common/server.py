@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Union
 
 from . import deflate
-from .connection import Connection
+from .connection import Connection, format_address
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .frames import CloseCode
 from .handshake import Origins, accept_key, check_origin, check_request, select_subprotocol
@@ -183,10 +183,10 @@ class Server:
                         header, extension = agreed
                         headers.append(("Sec-WebSocket-Extensions", header))
         except TimeoutError:
-            logger.info("%s: no complete handshake within %s s; dropped", _peer(peer), self.open_timeout)
+            logger.info("%s: no complete handshake within %s s; dropped", format_address(peer), self.open_timeout)
             return None
         except InvalidHandshake as exc:
-            logger.info("%s: handshake refused with %d: %s", _peer(peer), exc.status, exc)
+            logger.info("%s: handshake refused with %d: %s", format_address(peer), exc.status, exc)
             writer.write(error_response(exc.status, f"{exc.status.phrase}: {exc}", exc.headers))
             return None
         except (ConnectionError, OSError):
@@ -233,13 +233,13 @@ class Server:
         # Checked first: formatting the arguments would cost every connection.
         verbose = logger.isEnabledFor(logging.INFO)
         if verbose:
-            logger.info("%s: connection open on %s", _peer(connection.remote_address), connection.path)
+            logger.info("%s: connection open on %s", connection.peer, connection.path)
         try:
             await self.handler(connection)
         except ConnectionClosed:
             pass  # the peer left while the handler was talking to it: ordinary
         except Exception:
-            logger.exception("%s: error in the connection handler", _peer(connection.remote_address))
+            logger.exception("%s: error in the connection handler", connection.peer)
             await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             # A handler that returns ends its connection normally.
@@ -247,15 +247,8 @@ class Server:
             self.connections.discard(connection)
             if verbose:
                 logger.info(
-                    "%s: connection closed: %s", _peer(connection.remote_address), connection._closed_exception()
+                    "%s: connection closed: %s", connection.peer, connection._closed_exception()
                 )
-
-
-def _peer(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
-        return f"{host}:{address[1]}"
-    return str(address)
 
 
 class serve:

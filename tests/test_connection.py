@@ -548,3 +548,24 @@ def test_handler_closing_after_the_peers_close_ends_at_once():
             writer.close()
 
     run(main())
+
+
+def test_every_wire_view_line_names_its_connection(caplog):
+    """With two clients, each frame and state line says whose it is: the peer's address and port."""
+    caplog.set_level(logging.DEBUG, logger="common")
+
+    async def main():
+        async with server() as srv:
+            async with connect(srv.url, compression=None) as one, connect(srv.url, compression=None) as two:
+                for ws in (one, two):
+                    await ws.send("hi")
+                    assert await asyncio.wait_for(ws.recv(), BOUND) == "hi"
+                return [ws.transport.get_extra_info("sockname")[:2] for ws in (one, two)]
+
+    clients = run(main())
+    names = [f"{host}:{port}" for host, port in clients]
+    server_side = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and "< TEXT 'hi'" in r.getMessage()]
+    # Each client's "hi" is logged once by the server, named by that client's address and port.
+    assert sorted(line.split(" ")[0] for line in server_side if line.split(" ")[0] in names) == sorted(names)
+    frame_lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert frame_lines and all(line.split(" ", 2)[1] in "<>=!%" for line in frame_lines), frame_lines[:5]

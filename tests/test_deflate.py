@@ -1190,7 +1190,8 @@ def test_wire_view_shows_compression(monkeypatch, caplog):
             assert await ws.recv() == "tiny"
 
     run(main())
-    lines = [r.getMessage() for r in caplog.records]
+    # Each line starts with the connection's name (the peer's address), then the frame.
+    lines = [r.getMessage().split(" ", 1)[1] for r in caplog.records if r.levelno == logging.DEBUG]
     sent = [line for line in lines if line.startswith("> TEXT 'spam") and "[500 bytes, compressed to" in line]
     received = [line for line in lines if line.startswith("< TEXT 'spam") and "[500 bytes, compressed to" in line]
     assert len(sent) == 2 and len(received) == 2, lines  # client and server each

@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import time
+import tracemalloc
 
 import pytest
 
@@ -481,5 +482,202 @@ def test_origin_function_gets_the_request_headers(no_errors):
             assert info.value.status_code == 403
         host = f"127.0.0.1:{srv.port}"
         assert calls == [("http://a.example", host, "yes"), (None, host, "no")]
+
+    run(main())
+
+
+# ------------------------------------------- peers that send and never read
+
+PING = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125  # a masked 125-byte ping (mask key 0)
+
+
+async def open_websocket_with_small_window(srv):
+    """A raw WebSocket whose kernel receive buffer is tiny: the server's answers back up fast."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(HANDSHAKE)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return reader, writer
+
+
+async def write_until_blocked(writer, data, limit):
+    """Write ``data`` up to ``limit`` bytes in all; return how much the peer took before pushing back."""
+    sent = 0
+    while sent < limit:
+        writer.write(data)
+        sent += len(data)
+        try:
+            await asyncio.wait_for(writer.drain(), 1.0)
+        except TimeoutError:
+            break  # the server stopped reading: TCP pushes back
+        except ConnectionError:
+            break  # or it has already closed the connection
+    return sent
+
+
+def test_ping_flood_without_reading_holds_bounded_memory(no_errors):
+    """Pongs nobody reads stop the server from reading more pings: memory stays near write_limit."""
+
+    async def main():
+        async with server(ping_interval=None, write_limit=65536) as srv:
+            reader, writer = await open_websocket_with_small_window(srv)
+            chunk = PING * 2000  # 262 KB, the size of one of the server's reads
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                sent = await write_until_blocked(writer, chunk, 100 * len(chunk))  # 26 MB at most
+                conn = next(iter(srv.connections))
+                held = conn.buffered_amount()
+                grown = tracemalloc.get_traced_memory()[1] - before
+            finally:
+                tracemalloc.stop()
+            assert sent < 100 * len(chunk), "the server read every ping and queued every pong"
+            assert held <= 65536 + len(chunk), held
+            # The flood's own buffers (client side, in this process) included: a few MB, not 26.
+            assert grown < 8 * 2**20, grown
+            writer.transport.abort()
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_ping_flood_then_fin_without_reading_ends_within_the_timeouts(no_errors):
+    """A peer that floods pings, half-closes and never reads is gone within keepalive and close_timeout."""
+
+    async def main():
+        limits = dict(ping_interval=1, ping_timeout=1, close_timeout=0.3)
+        async with server(**limits) as srv:
+            reader, writer = await open_websocket_with_small_window(srv)
+            conn = next(iter(srv.connections))
+            await write_until_blocked(writer, PING * 2000, 40 * 2000 * len(PING))
+            if not writer.transport.is_closing():
+                writer.write_eof()
+            await transport_gone(conn)
+            writer.transport.abort()
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_fin_after_a_message_whose_echo_is_never_read_ends_the_blocked_send(no_errors):
+    """16 MiB echoed to a peer that sends FIN and never reads: send() raises, the connection goes, shutdown is prompt."""
+
+    async def main():
+        outcome = asyncio.get_running_loop().create_future()
+
+        async def handler(ws):
+            try:
+                await echo(ws)
+            except BaseException as exc:  # CancelledError too: how the handler ended is the point
+                outcome.set_result(exc)
+                raise
+
+        async with server(handler, max_size=2**25, ping_interval=None, close_timeout=0.5) as srv:
+            reader, writer = await open_websocket_with_small_window(srv)
+            size = 2**24
+            writer.write(b"\x82\xff" + size.to_bytes(8, "big") + b"\x00\x00\x00\x00")
+            writer.write(bytes(size))
+            await asyncio.wait_for(writer.drain(), BOUND)
+            conn = next(iter(srv.connections))
+            async with asyncio.timeout(BOUND):  # the echo is stuck in the server's buffer
+                while conn.buffered_amount() <= conn.write_limit:
+                    await asyncio.sleep(0.01)
+            writer.write_eof()
+            exc = await asyncio.wait_for(outcome, BOUND)
+            assert isinstance(exc, ConnectionClosedError), repr(exc)
+            await transport_gone(conn)
+            writer.transport.abort()
+            await still_serving(srv)
+
+    run(main())
+
+
+def test_shutdown_ends_a_send_blocked_on_a_peer_that_sent_fin(no_errors):
+    """Server shutdown with a handler stuck in send() to a half-closed peer: the send raises, nothing is cancelled."""
+
+    async def main():
+        outcome = asyncio.get_running_loop().create_future()
+
+        async def handler(ws):
+            try:
+                await ws.send(bytes(2**24))
+            except BaseException as exc:
+                outcome.set_result(exc)
+                raise
+
+        srv = await serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=0.5)
+        srv.port = srv.sockets[0].getsockname()[1]
+        reader, writer = await open_websocket_with_small_window(srv)
+        await wait_for_condition(lambda: srv.connections and next(iter(srv.connections)).buffered_amount() > 65536)
+        writer.write_eof()
+        srv.close()
+        await asyncio.wait_for(srv.wait_closed(), BOUND)
+        exc = outcome.result()
+        # Before, the handler waited out twice close_timeout and was cancelled.
+        assert isinstance(exc, ConnectionClosedError), repr(exc)
+        writer.transport.abort()
+
+    run(main())
+
+
+async def transport_gone(conn):
+    """Wait until the server's side of the TCP connection is really closed, not just closing."""
+    with contextlib.suppress(ConnectionError):
+        await asyncio.wait_for(conn.writer.wait_closed(), BOUND)
+
+
+async def wait_for_condition(predicate):
+    async with asyncio.timeout(BOUND):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def test_one_read_of_many_small_messages_queues_no_more_than_max_queue(no_errors):
+    """Thousands of 6-byte messages in one write: max_queue wait, the rest stay unparsed, none is lost."""
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def handler(ws):
+            await gate.wait()
+            await echo(ws)
+
+        count = 20_000
+        async with server(handler, max_queue=8) as srv:
+            reader, writer = await open_websocket(srv)
+            writer.write(b"".join(b"\x82\x84\x00\x00\x00\x00" + i.to_bytes(4, "big") for i in range(count)))
+            await asyncio.wait_for(writer.drain(), BOUND)
+            conn = next(iter(srv.connections))
+            await wait_for_condition(lambda: conn.receiver.pending >= 6 * 1000)
+            assert len(conn._messages) == 8
+            gate.set()
+            for i in range(count):
+                assert await asyncio.wait_for(reader.readexactly(6), BOUND) == b"\x82\x04" + i.to_bytes(4, "big")
+            writer.close()
+
+    run(main())
+
+
+def test_close_is_answered_at_once_to_a_handler_that_only_sends(no_errors):
+    """Like test1: a handler that never reads does not hold the peer's close for close_timeout."""
+
+    async def main():
+        async def handler(ws):
+            while True:
+                await ws.send("tick")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.wait_closed(), 0.05)
+                    return
+
+        async with server(handler, close_timeout=60) as srv:
+            async with connect(srv.url) as ws:
+                await ws.send("hello")
+                assert await asyncio.wait_for(ws.recv(), BOUND) == "tick"
+                await asyncio.wait_for(ws.close(), BOUND)  # close_timeout=60 if held back
+            assert ws.close_code == CloseCode.NORMAL_CLOSURE
 
     run(main())
