@@ -27,6 +27,7 @@ from .exceptions import (
     ConnectionClosedOK,
     InvalidHandshake,
     InvalidHeader,
+    InvalidHost,
     InvalidMessage,
     InvalidOrigin,
     InvalidPayload,
@@ -39,12 +40,13 @@ from .exceptions import (
 )
 from .frames import Close, CloseCode, Opcode
 from .http11 import Headers
-from .server import Server, ServerConnection, serve
+from .server import Server, ServerConnection, local_names, serve
 
 __all__ = [
     "serve",
     "connect",
     "broadcast",
+    "local_names",
     "Server",
     "Connection",
     "ServerConnection",
@@ -64,6 +66,7 @@ __all__ = [
     "InvalidHeader",
     "InvalidUpgrade",
     "InvalidOrigin",
+    "InvalidHost",
     "InvalidStatus",
     "NegotiationError",
     "ProtocolError",

@@ -10,7 +10,8 @@ Every error the library raises derives from :class:`WebSocketException`::
     │   ├── InvalidMessage            (not parsable as HTTP/1.1)
     │   ├── InvalidHeader             (a header is missing or wrong)
     │   │   ├── InvalidUpgrade        (Upgrade / Connection / Version)
-    │   │   └── InvalidOrigin         (403)
+    │   │   ├── InvalidOrigin         (403)
+    │   │   └── InvalidHost           (403)
     │   ├── InvalidStatus             (client side: the server did not answer 101)
     │   └── NegotiationError          (extensions or subprotocols)
     └── ProtocolError                 (carries the close code to send)
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidHeader",
     "InvalidUpgrade",
     "InvalidOrigin",
+    "InvalidHost",
     "InvalidStatus",
     "NegotiationError",
     "ProtocolError",
@@ -132,6 +134,12 @@ class InvalidUpgrade(InvalidHeader):
 
 class InvalidOrigin(InvalidHeader):
     """The Origin header is not in the allowed list (RFC 6455 §10.2)."""
+
+    status = HTTPStatus.FORBIDDEN
+
+
+class InvalidHost(InvalidHeader):
+    """The Host header names another server (DNS rebinding, RFC 9110 §7.2)."""
 
     status = HTTPStatus.FORBIDDEN
 

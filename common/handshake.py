@@ -12,13 +12,15 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
 from http import HTTPStatus
 from typing import Union
 
 from .exceptions import (
     InvalidHandshake,
     InvalidHeader,
+    InvalidHost,
     InvalidOrigin,
     InvalidStatus,
     InvalidUpgrade,
@@ -33,6 +35,9 @@ __all__ = [
     "check_request",
     "check_origin",
     "Origins",
+    "Hosts",
+    "check_host",
+    "host_name",
     "select_subprotocol",
     "build_request",
     "check_response",
@@ -135,6 +140,46 @@ def check_origin(headers: Headers, origins: Origins | None) -> None:
     origin = values[0] if values else None
     if not (origins(origin, headers) if callable(origins) else origin in origins):
         raise InvalidOrigin(f"origin {origin!r} is not allowed" if origin else "a request without Origin is not allowed")
+
+
+#: The allowed hosts: a list of names, or a function ``(name, headers) ->
+#: bool`` (see :func:`check_host`).
+Hosts = Union[Collection[str], Callable[[str, Headers], bool]]
+
+# A Host value (RFC 9110 §7.2, RFC 3986 §3.2.2): a name or IPv4 address, or
+# an IPv6 address in brackets, then an optional port.
+_HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+))(?::[0-9]{1,5})?")
+
+
+def host_name(value: str) -> str | None:
+    """The name a ``Host`` value asks for, without port, brackets, case or
+    trailing dot: ``"Example.org.:80"`` is ``"example.org"``, ``"[::1]:5678"``
+    is ``"::1"``. None when the value is not a host."""
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return None
+    return (match.group(1) or match.group(2)).lower().rstrip(".")
+
+
+def check_host(headers: Headers, hosts: Hosts | None) -> None:
+    """Refuse a request for a name that is not this server's, with 403.
+
+    This defeats DNS rebinding: a web site that points its own name at this
+    machine's address passes the browser's same-origin rule, yet its
+    requests still carry its own name in ``Host``. ``hosts`` None accepts any
+    name. A collection holds this server's names and addresses as
+    :func:`host_name` gives them ("localhost", "192.168.1.20", "::1"; see
+    :func:`common.server.local_names`); a function is called with the name
+    and the request's headers. A request without exactly one valid Host
+    header gets 400 (RFC 9112 §3.2).
+    """
+    if hosts is None:
+        return
+    name = host_name(_single(headers, "Host"))
+    if name is None:
+        raise InvalidHeader("malformed Host header")
+    if not (hosts(name, headers) if callable(hosts) else name in hosts):
+        raise InvalidHost(f"host {name!r} is not a name of this server")
 
 
 def select_subprotocol(headers: Headers, supported: Sequence[str] | None) -> str | None:

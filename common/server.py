@@ -9,10 +9,11 @@ status with a short text body, a handler that raises becomes a 1011 close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Union
@@ -21,7 +22,16 @@ from . import deflate
 from .connection import Connection, format_address
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .frames import CloseCode
-from .handshake import Origins, accept_key, check_origin, check_request, select_subprotocol
+from .handshake import (
+    Hosts,
+    Origins,
+    accept_key,
+    check_host,
+    check_origin,
+    check_request,
+    host_name,
+    select_subprotocol,
+)
 from .http11 import MAX_HEAD, Headers, Request, error_response, parse_request, read_head, serialize_response
 
 __all__ = ["serve", "Server", "ServerConnection", "HTTPResponse"]
@@ -58,6 +68,7 @@ class Server:
         *,
         process_request: ProcessRequest | None,
         origins: Origins | None,
+        hosts: Hosts | None,
         subprotocols: Sequence[str] | None,
         compression: str | None,
         open_timeout: float | None,
@@ -68,6 +79,8 @@ class Server:
         self.handler = handler
         self.process_request = process_request
         self.origins = origins
+        # Compared as check_host() sees a name: no port, no case, no final dot.
+        self.hosts = hosts if hosts is None or callable(hosts) else frozenset(map(_normal_host, hosts))
         self.subprotocols = subprotocols
         self.compression = compression
         self.open_timeout = open_timeout
@@ -165,6 +178,8 @@ class Server:
             async with asyncio.timeout(self.open_timeout):
                 head = await read_head(reader)
                 request = parse_request(head)
+                # Before process_request: the pages it serves need the check as much as the sockets do.
+                check_host(request.headers, self.hosts)
                 response = await self._process_request(request)
                 if response is not None:
                     writer.write(response)
@@ -260,7 +275,10 @@ class serve:
     ``origins``, when given, lists the allowed ``Origin`` values (None in the
     list allows requests without one, "null" allows ``file://`` pages), or
     is a function ``(origin, headers) -> bool`` that decides per request;
-    others get 403. ``subprotocols`` lists the server's subprotocols in order
+    others get 403. ``hosts``, when given, lists the names and addresses
+    this server answers to (see :func:`local_names`), or is a function
+    ``(name, headers) -> bool``: a request whose ``Host`` header names
+    another server gets 403, plain HTTP included (DNS rebinding). ``subprotocols`` lists the server's subprotocols in order
     of preference. ``compression="deflate"`` negotiates permessage-deflate
     (RFC 7692) when the client offers it; None disables it. ``open_timeout``
     bounds the handshake; the other options are those of
@@ -276,6 +294,7 @@ class serve:
         *,
         process_request: ProcessRequest | None = None,
         origins: Origins | None = None,
+        hosts: Hosts | None = None,
         subprotocols: Sequence[str] | None = None,
         compression: str | None = "deflate",
         max_size: int | None = 2**20,
@@ -292,6 +311,7 @@ class serve:
             handler,
             process_request=process_request,
             origins=origins,
+            hosts=hosts,
             subprotocols=subprotocols,
             compression=compression,
             open_timeout=open_timeout,
@@ -324,3 +344,21 @@ class serve:
         self.server.close()
         await self.server.wait_closed()
 
+
+def local_names(extra: Iterable[str] = ()) -> frozenset[str]:
+    """The names a browser on this machine or the network may use for it.
+
+    ``localhost``, the loopback addresses, this machine's host name and the
+    addresses it resolves to (looked up once, now), and ``extra`` (a DNS name
+    of this machine, say): what ``serve(hosts=...)`` should accept.
+    """
+    names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), *extra}
+    with contextlib.suppress(OSError):
+        names.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    return frozenset(map(_normal_host, names))
+
+
+def _normal_host(name: str) -> str:
+    # A zone index ("fe80::1%eth0") is never part of a Host header.
+    name = name.partition("%")[0]
+    return host_name(name) or host_name(f"[{name}]") or name.lower()

@@ -2,14 +2,24 @@
 
 import pytest
 
-from common.exceptions import InvalidHeader, InvalidMessage, InvalidOrigin, InvalidStatus, InvalidUpgrade, NegotiationError
+from common.exceptions import (
+    InvalidHeader,
+    InvalidHost,
+    InvalidMessage,
+    InvalidOrigin,
+    InvalidStatus,
+    InvalidUpgrade,
+    NegotiationError,
+)
 from common.handshake import (
     accept_key,
     build_request,
+    check_host,
     check_origin,
     check_request,
     check_response,
     generate_key,
+    host_name,
     select_subprotocol,
 )
 from common.http11 import MAX_HEADERS, Headers, error_response, parse_request, parse_response
@@ -205,6 +215,61 @@ def test_origin_check(origin_header, allowed, ok):
         with pytest.raises(InvalidOrigin) as info:
             check_origin(req.headers, allowed)
         assert info.value.status == 403
+
+
+@pytest.mark.parametrize(
+    "value, name",
+    [
+        ("localhost", "localhost"),
+        ("LocalHost:5678", "localhost"),
+        ("example.org.", "example.org"),
+        ("192.168.1.20:80", "192.168.1.20"),
+        ("[::1]:5678", "::1"),
+        ("[FE80::1]", "fe80::1"),
+        ("", None),
+        ("evil.example:80:80", None),
+        ("user@host", None),
+        ("::1", None),  # an IPv6 address needs its brackets in Host
+        ("host:123456", None),
+    ],
+)
+def test_host_name_strips_port_case_and_final_dot(value, name):
+    assert host_name(value) == name
+
+
+@pytest.mark.parametrize(
+    "host_header, status",
+    [
+        ("Host: localhost:5678\r\n", None),
+        ("Host: 127.0.0.1\r\n", None),
+        ("Host: [::1]:5678\r\n", None),
+        ("Host: LOCALHOST.\r\n", None),
+        ("Host: evil.example:5678\r\n", 403),  # DNS rebinding: another site's name for our address
+        ("Host: localhost.evil.example\r\n", 403),
+        ("", 400),
+        ("Host: localhost\r\nHost: localhost\r\n", 400),
+        ("Host: local host\r\n", 400),
+    ],
+)
+def test_host_check(host_header, status):
+    """serve(hosts=...): a request must name this server in its one Host header."""
+    req = request(GOOD.replace("Host: server.example.com\r\n", host_header))
+    hosts = frozenset({"localhost", "127.0.0.1", "::1"})
+    if status is None:
+        check_host(req.headers, hosts)
+    else:
+        with pytest.raises(InvalidHeader) as info:
+            check_host(req.headers, hosts)
+        assert info.value.status == status
+        assert isinstance(info.value, InvalidHost) == (status == 403)
+
+
+def test_host_check_function_gets_the_name_and_headers():
+    seen = []
+    check_host(request().headers, lambda name, headers: seen.append((name, headers["Origin"])) or True)
+    assert seen == [("server.example.com", "http://example.com")]
+    with pytest.raises(InvalidHost):
+        check_host(request().headers, lambda name, headers: False)
 
 
 def test_subprotocol_follows_the_server_preference():

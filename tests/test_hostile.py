@@ -681,3 +681,46 @@ def test_close_is_answered_at_once_to_a_handler_that_only_sends(no_errors):
             assert ws.close_code == CloseCode.NORMAL_CLOSURE
 
     run(main())
+
+
+@pytest.mark.parametrize("host, allowed", [("localhost", True), ("127.0.0.1", True), ("evil.example", False)])
+def test_hosts_refuse_other_names_with_403_before_process_request(host, allowed, no_errors):
+    """serve(hosts=...) answers 403 to a foreign Host, for the page process_request serves and for the socket."""
+    asked = []
+
+    def page(path, headers):
+        asked.append(path)
+        return (200, [("Content-Type", "text/plain")], b"page\n") if path == "/" else None
+
+    async def main():
+        async with server(process_request=page, hosts=["localhost", "127.0.0.1"]) as srv:
+            for path in ("/", "/ws"):
+                request = HANDSHAKE.replace(b"GET / ", f"GET {path} ".encode()).replace(
+                    b"Host: 127.0.0.1\r\n", f"Host: {host}:{srv.port}\r\n".encode()
+                )
+                answer = await http_exchange_raw(srv, request)
+                if allowed:
+                    assert answer.startswith(b"HTTP/1.1 200 " if path == "/" else b"HTTP/1.1 101 ")
+                else:
+                    status, _, body = parse_http_error(answer)
+                    assert status == 403 and "evil.example" in body
+            await still_serving_host(srv)
+
+    run(main())
+    assert asked[:2] == (["/", "/ws"] if allowed else ["/ws"])
+
+
+async def http_exchange_raw(srv, data):
+    """Send ``data``; return what the server answered up to its close, or the 101 head."""
+    reader, writer = await open_raw(srv)
+    writer.write(data)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+    rest = b"" if head.startswith(b"HTTP/1.1 101 ") else await read_to_end(reader)
+    writer.close()
+    return head + rest
+
+
+async def still_serving_host(srv):
+    async with connect(f"ws://localhost:{srv.port}/ws", open_timeout=BOUND) as ws:
+        await ws.send("still here")
+        assert await asyncio.wait_for(ws.recv(), BOUND) == "still here"
