@@ -44,7 +44,7 @@ _SMALL = 4096
 # gathered into one bytearray, so that they cost their size (empty ones
 # nothing) however many the peer sends. Small pieces of text are decoded
 # twice, to validate them at once and to keep them (see _add): measured on
-# 1 MiB of non-ASCII text in fragments just under this size, 10-15 % slower
+# 1 MiB of non-ASCII text in fragments just under this size, 10-25 % slower
 # than decoding once; for ASCII, or above this size, within a few %.
 _KEEP = 512
 
