@@ -177,8 +177,8 @@ class Connection:
         self._eof_waiter: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._timer: asyncio.TimerHandle | None = None  # keepalive
-        # Aborts the TCP connection if it has not ended in time: set when our
-        # close frame goes out, or when the peer's EOF leaves unsent data.
+        # Aborts the TCP connection if the close handshake has not ended in
+        # time; once reading has ended, the reading task takes over (_end).
         self._abort_timer: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._reader_task: asyncio.Task[None] | None = None  # the loop only holds tasks weakly
@@ -373,7 +373,8 @@ class Connection:
             if self.debug:
                 logger.debug("%s ! connection lost: %s", self.peer, exc)
         finally:
-            self._connection_lost(deadline)
+            self._connection_lost()
+            await self._end(deadline)
 
     async def _let_reader_answer(self, deadline: float) -> None:
         """The peer sent EOF: let a waiting recv() take what came before it.
@@ -518,14 +519,32 @@ class Connection:
         else:
             self.transport.close()
 
-    def _connection_lost(self, deadline: float | None = None) -> None:
-        """Reading ended: the peer's EOF, or the connection broke.
+    async def _end(self, deadline: float | None) -> None:
+        """Wait for the transport to be gone; abort it at ``deadline``.
 
-        Closing the transport waits for its buffer to drain, which a peer
-        that does not read would make last forever: unless the buffer is
-        empty, the connection is aborted at ``deadline`` (``close_timeout``
-        after the peer's EOF), or when our close frame's timeout expires.
+        Closing a transport waits for its buffer to drain, which a peer that
+        does not read would make last forever. ``deadline`` is
+        ``close_timeout`` after the peer's EOF, or after our close frame if
+        that came first (None: ``close_timeout`` from now).
         """
+        timer, self._abort_timer = self._abort_timer, None
+        if timer is not None:
+            timer.cancel()
+            deadline = timer.when() if deadline is None else min(deadline, timer.when())
+        if deadline is None:
+            deadline = self.loop.time() + self.close_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                # Shielded: every wait_closed() shares one future, which the
+                # timeout would cancel for the other waiters too.
+                await asyncio.shield(self.writer.wait_closed())
+        except TimeoutError:
+            self._abort()
+        except Exception:  # what the connection died of; _read_loop has seen it already
+            pass
+
+    def _connection_lost(self) -> None:
+        """Reading ended: the peer's EOF, or the connection broke."""
         self.state = State.CLOSED
         if self.debug:
             logger.debug("%s = connection is CLOSED", self.peer)
@@ -536,10 +555,8 @@ class Connection:
             # frame we queued in answer must still go out before ours.
             self._flush()
         self._outgoing = None
+        self._outgoing_size = 0
         self.transport.close()
-        if self.transport.get_write_buffer_size() and self._abort_timer is None:
-            when = self.loop.time() + self.close_timeout if deadline is None else deadline
-            self._abort_timer = self.loop.call_at(when, self._abort)
         for waiter, _ in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(self._closed_exception())
@@ -630,7 +647,11 @@ class Connection:
     def buffered_amount(self) -> int:
         """Bytes written but not yet handed to the kernel (like the browser's
         ``WebSocket.bufferedAmount``): what ``write_limit`` bounds."""
-        return self._outgoing_size + self.transport.get_write_buffer_size()
+        try:
+            unsent = self.transport.get_write_buffer_size()
+        except AttributeError:  # a TLS transport whose connection is lost (CPython 3.11 to 3.13)
+            unsent = 0
+        return self._outgoing_size + unsent
 
     def _send_close(self, close: Close) -> None:
         self.close_sent = close
