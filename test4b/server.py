@@ -39,7 +39,7 @@ from pathlib import Path
 # Make "common" importable when run as python3 testN/server.py from anywhere.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import ConnectionClosed, Headers, ServerConnection, serve  # noqa: E402
+from common import ConnectionClosed, Headers, ServerConnection, runner, serve  # noqa: E402
 
 HOST = "0.0.0.0"        # every network interface: other devices can connect
 PORT = 5678             # the pages connect to this port unless told otherwise
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST}, every interface)")
-    parser.add_argument("--port", type=int, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
+    parser.add_argument("--port", type=runner.port, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
     parser.add_argument("--speed", type=float, default=1.0, metavar="N",
                         help="run the clock N times faster (used by the tests)")
     parser.add_argument("--certfile", type=Path, metavar="PATH",

@@ -22,7 +22,6 @@ import functools
 import logging
 import math
 import random
-import shutil
 import signal
 import socket
 import ssl
@@ -35,7 +34,7 @@ from typing import TextIO
 # Make "common" importable when run as python3 testN/server.py from anywhere.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import Headers, ServerConnection, broadcast, serve  # noqa: E402
+from common import Headers, ServerConnection, broadcast, runner, serve  # noqa: E402
 
 HOST = "0.0.0.0"        # every network interface: other devices can connect
 PORT = 5678             # the pages connect to this port unless told otherwise
@@ -62,25 +61,16 @@ class FakeSensor:
         return 10 * math.sin(self.phase) + random.gauss(0, 0.3)
 
 
-def open_log(path: Path) -> TextIO:
-    """Start a fresh log at `path`, keeping the previous run's (if not empty) as PATH.1."""
-    if path.is_file() and path.stat().st_size > 0:
-        path.replace(f"{path}.1")
-    if path.parent.is_dir() and shutil.disk_usage(path.parent).free == 0:
-        raise OSError("No space left on device")  # better said now than at the first sample
-    return open(path, "w", encoding="utf-8", buffering=1)  # line-buffered: whole lines, at once
-
-
 class Acquisition:
     """One sensor for everybody, read by a thread of its own, logged, broadcast.
 
-    The event loop calls switch() and shutdown(). The sensor thread touches
-    nothing of the loop's: it hands readings over with call_soon_threadsafe().
+    The event loop calls start(), switch() and shutdown(). The sensor thread
+    touches nothing of the loop's: it hands readings over with call_soon_threadsafe().
     """
 
-    def __init__(self, period: float, log: TextIO, stop: asyncio.Event) -> None:
+    def __init__(self, period: float, stop: asyncio.Event) -> None:
         self.period = period            # seconds between two samples
-        self.log = log                  # one line per sample, written by the sensor thread
+        self.log: TextIO | None = None  # one line per sample, written by the sensor thread; start() gives it
         self.stop = stop                # set when the log cannot be written: the server stops
         self.error: OSError | None = None  # why the log could not be written (a full disk)
         self.count = 0                  # samples taken, so lines logged
@@ -91,6 +81,10 @@ class Acquisition:
         self.data_clients: set[ServerConnection] = set()
         self.loop = asyncio.get_running_loop()
         self.thread = threading.Thread(target=self.sample_forever, name="sensor")
+
+    def start(self, log: TextIO) -> None:
+        """Start the sensor thread, which will log every sample to `log`."""
+        self.log = log
         self.thread.start()
 
     def switch(self, on: bool) -> None:
@@ -212,18 +206,20 @@ def print_addresses(host: str) -> None:
     print("on this machine, connect to localhost", flush=True)
 
 
-async def run(host: str, port: int, speed: float, log: TextIO, tls: ssl.SSLContext | None) -> None:
+async def run(host: str, port: int, speed: float, log: Path, tls: ssl.SSLContext | None) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
             loop.add_signal_handler(sig, stop.set)
-    acquisition = Acquisition(SAMPLE_PERIOD / speed, log, stop)
+    acquisition = Acquisition(SAMPLE_PERIOD / speed, stop)
     try:
         serving = serve(functools.partial(handler, acquisition=acquisition), host, port, process_request=only_known_paths,
                         origins=ORIGINS, ssl=tls)
         async with serving as server:
+            # Only now that the port is ours: a server that cannot start leaves the log alone (common/runner.py).
+            acquisition.start(runner.open_log(log))
             host, port = server.sockets[0].getsockname()[:2]
             print(f"listening on {'wss' if tls else 'ws'}://{host}:{port}/", flush=True)
             print_addresses(host)
@@ -232,10 +228,11 @@ async def run(host: str, port: int, speed: float, log: TextIO, tls: ssl.SSLConte
             print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
             await stop.wait()
     finally:
-        count = acquisition.shutdown()  # after the clients were closed: nothing taken is lost
-        print(f"logged {count} samples to {log.name}", flush=True)
+        if acquisition.log is not None:     # it started: say how many samples its log holds
+            count = acquisition.shutdown()  # after the clients were closed: nothing taken is lost
+            print(f"logged {count} samples to {acquisition.log.name}", flush=True)
     if acquisition.error is not None:   # main() prints it: "error: cannot write the log ..."
-        raise OSError(f"cannot write the log {log.name}: {acquisition.error.strerror or acquisition.error}")
+        raise OSError(f"cannot write the log {log}: {acquisition.error.strerror or acquisition.error}")
     print("server stopped", flush=True)
 
 
@@ -245,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST}, every interface)")
-    parser.add_argument("--port", type=int, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
+    parser.add_argument("--port", type=runner.port, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
     parser.add_argument("--speed", type=float, default=1.0, metavar="N",
                         help="run the clock N times faster (used by the tests)")
     parser.add_argument("--log", type=Path, default=LOG, metavar="PATH",
@@ -273,14 +270,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     try:
-        log = open_log(args.log)
-    except OSError as exc:
-        print(f"error: cannot write the log {args.log}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(run(args.host, args.port, args.speed, log, tls))
+        asyncio.run(run(args.host, args.port, args.speed, args.log, tls))
     except KeyboardInterrupt:
         pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
+    except runner.LogError as exc:  # the --log file cannot be written; no file was changed
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # for example: the port is already in use
         print(f"error: {exc}", file=sys.stderr)
         return 1

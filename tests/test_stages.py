@@ -23,9 +23,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make "common" importable
 
 try:                                    # tests/ as a package or as a plain directory
-    from .stage_util import REPO, Stage, running_stage
+    from .stage_util import REPO, Stage, running_stage, stage_has_log
 except ImportError:
-    from stage_util import REPO, Stage, running_stage
+    from stage_util import REPO, Stage, running_stage, stage_has_log
 
 from common import ClientConnection, ConnectionClosed, InvalidStatus, connect  # noqa: E402
 
@@ -166,6 +166,25 @@ def test_test1_sees_a_client_leave_that_sent_more_than_max_queue_messages(tmp_pa
         run(scenario())
         stage.wait_for_output("Bye, client", timeout=3)
         assert "socket.send() raised exception" not in stage.output()
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+@pytest.mark.parametrize("name", ALL)
+def test_bad_port_is_an_argparse_error_that_touches_no_file(name, port, tmp_path):
+    """--port outside 0-65535: argparse's one-line error, exit 2, no traceback, the previous log untouched."""
+    log = tmp_path / "log.txt"
+    log.write_text("SENSOR,1.000\n")     # a previous run's log, for the stages that keep one
+    result = subprocess.run(
+        [sys.executable, str(REPO / name / "server.py"), "--port", port, "--host", "127.0.0.1"]
+        + (["--log", str(log)] if stage_has_log(name) else []),
+        cwd=tmp_path, capture_output=True, text=True, timeout=20,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert f"error: argument --port: {port!r} is not a TCP port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["log.txt"]
+    assert log.read_text() == "SENSOR,1.000\n"
 
 
 # ---------------------------------------------------------------- test1 to test3
@@ -332,6 +351,40 @@ def test_unwritable_log_is_a_one_line_error(name, where, tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""          # it never started listening
     assert len(result.stderr.splitlines()) == 1 and str(log) in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_a_second_server_on_a_busy_port_leaves_the_running_log_alone(name, tmp_path):
+    """A start that fails (address already in use) renames no log and claims no samples; the running
+    server goes on logging into its log, and the count it prints at exit is that file's."""
+    speed = 40
+    with running_stage(name, tmp_path=tmp_path, speed=speed) as stage:
+        log = stage.log_path
+        assert log is not None
+
+        async def scenario() -> tuple[subprocess.CompletedProcess, str]:
+            async with connect(stage.url("/commands/")) as commands, connect(stage.url("/stream_data/")) as data:
+                await round_trip(data)
+                assert await ask(commands, "START") == "OK: acquisition started"
+                await recv(data)                # acquiring, and logging
+                second = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, str(REPO / name / "server.py"), "--port", str(stage.port), "--host", "127.0.0.1",
+                     "--speed", str(speed), "--log", str(log)],
+                    cwd=tmp_path, capture_output=True, text=True, timeout=20,
+                )
+                return second, await recv(data)    # sampled after the failed start: logged, but where?
+
+        second, reading = run(scenario())
+        assert second.returncode == 1, second
+        assert "address already in use" in second.stderr and "Traceback" not in second.stderr
+        assert second.stdout == ""          # neither "listening" nor "logged 0 samples"
+        assert not Path(f"{log}.1").exists()
+        assert reading in log.read_text().splitlines()     # the running server still logs into log.txt
+        assert stage.stop(signal.SIGTERM) == 0
+    logged = LOGGED.findall(stage.output())
+    assert len(logged) == 1 and f"samples to {log}" in stage.output()
+    assert int(logged[0]) == len(log.read_text().splitlines()) > 0
 
 
 def test_test8_readings_carry_a_timestamp_and_three_values(tmp_path):
