@@ -559,6 +559,63 @@ def test_page_shows_that_no_server_answers(stage, open_tab) -> None:
     assert count(tab) == 0
 
 
+def visibility_listeners(tab: cdp.Tab) -> int:
+    """How many visibilitychange listeners are on the page's document, as the browser itself lists them."""
+    document = tab.call("Runtime.evaluate", {"expression": "document"})["result"]["objectId"]
+    listeners = tab.call("DOMDebugger.getEventListeners", {"objectId": document})["listeners"]
+    return sum(listener["type"] == "visibilitychange" for listener in listeners)
+
+
+# Counts the WebSockets that the page creates (window.__made), installed before the page's script runs.
+SOCKETS_MADE = """window.__made = 0;
+window.WebSocket = new Proxy(WebSocket, { construct(target, args) { __made++; return new target(...args); } });"""
+
+# Show the tab again (a visibilitychange to "visible") when some sockets wait for their next
+# attempt, as #status says ("retrying in 2 s"); return [how many waited, how many sockets that
+# opened], in one synchronous step, so that no timer fires in between. null while none waits.
+SHOW_TAB = """(() => {
+  const waiting = (document.querySelector("#status").textContent.match(/retrying in/g) || []).length;
+  if (!waiting) return null;
+  const before = __made;
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "visible" });
+  document.dispatchEvent(new Event("visibilitychange"));
+  return [waiting, __made - before];
+})()"""
+
+
+def wait_made(tab: cdp.Tab, at_least: int) -> None:
+    """Wait (bounded) until the page has created ``at_least`` WebSockets (attempts included)."""
+    tab.wait_for(f"__made >= {at_least}", timeout=TIMEOUT,
+                 message=f"the page never made {at_least} connection attempts")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_page_keeps_one_visibility_listener_per_socket(stage, open_tab) -> None:
+    """Every page: one visibilitychange listener per socket, however many retries and Connect presses.
+
+    The listener retries at once when a hidden tab is shown again; a link's
+    stop() (Connect closes the previous links) must take it away with it.
+    """
+    sockets = 1 if stage in ("test1", "test2", "test3") else 2
+    tab = open_tab("about:blank")
+    tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": SOCKETS_MADE})
+    tab.navigate(page_url(stage, free_port()))              # no server: every attempt fails and is retried
+    presses = 2 if tab.evaluate("!!document.querySelector('#connect')") else 0
+    if presses:
+        tab.type("#host", "127.0.0.1")
+        tab.click("#connect")
+    wait_made(tab, 2 * sockets + 1)                          # at least one retry
+    assert visibility_listeners(tab) == sockets, "retries added listeners"
+    for _ in range(presses):
+        made = tab.evaluate("__made")
+        tab.click("#connect")                               # stops the sockets, opens new ones
+        wait_made(tab, made + sockets)
+        assert visibility_listeners(tab) == sockets, "Connect left the stopped sockets' listeners behind"
+    # The listeners that remain still do their job: a tab shown again retries each waiting socket at once.
+    waiting, opened = tab.wait_for(SHOW_TAB, timeout=TIMEOUT, message="no socket ever waited for a retry")
+    assert opened == waiting
+
+
 @pytest.mark.parametrize("stage", ["test1", "test9"])
 def test_page_shows_that_the_server_went_away(stage, open_tab, tmp_path) -> None:
     """A page whose server stops says so in #status."""
