@@ -26,7 +26,9 @@ a name given with --allow-host): this defeats DNS rebinding, where a web site
 points its own name at this machine's address to pass the same-origin rule.
 
 New since test8: route() replaces only_known_paths(), main() reads the page,
-the console says which http:// address to open; the Host and Origin checks.
+the console says which http:// address to open and prints every HTTP answer
+(print_refusals() adds those that serve() gives by itself, such as 405 and
+426); the Host and Origin checks.
 
 Run:   python3 test9/server.py            (-v shows every frame; Ctrl+C stops)
 Open:  http://localhost:5678/ here, or an address the server printed on
@@ -57,7 +59,7 @@ from typing import TextIO
 # Make "common" importable when run as python3 testN/server.py from anywhere.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import Headers, ServerConnection, broadcast, runner, serve  # noqa: E402
+from common import Headers, InvalidHandshake, ServerConnection, broadcast, runner, serve  # noqa: E402
 
 HOST = "0.0.0.0"        # every network interface: other devices can connect
 PORT = 5678             # the pages connect to this port unless told otherwise
@@ -220,7 +222,8 @@ def route(path: str, headers: Headers, page: bytes, hosts: frozenset[str]) -> tu
     (None), the page's get the page, others 404."""
     host = headers.get_all("Host")
     if len(host) != 1 or host_name(host[0]) not in hosts:
-        print(f"HTTP {path} for host {host!r} -> 403", flush=True)
+        asked = f"for host {host[0][:60]!r}" if len(host) == 1 else f"with {len(host)} Host headers"
+        print(f"HTTP {path} {asked} -> 403", flush=True)
         return 403, TEXT_HEADERS, (b"Forbidden: this server answers only requests for this machine's own names"
                                    b" and addresses (start it with --allow-host NAME to add one)\n")
     if path in PATHS:
@@ -230,6 +233,18 @@ def route(path: str, headers: Headers, page: bytes, hosts: frozenset[str]) -> tu
         return 200, PAGE_HEADERS, page
     print(f"HTTP {path} -> 404", flush=True)
     return 404, TEXT_HEADERS, b"Not found: the dashboard is at / and the sockets at /commands/ and /stream_data/\n"
+
+
+def print_refusals(record: logging.LogRecord, verbose: bool) -> bool:
+    """A filter on common's logger. serve() answers some requests itself, without route(): 405 for a
+    method other than GET or HEAD, 426 for a browser sent to a socket's URL, 400 for a malformed
+    handshake, 403 for an Origin that is not allowed. It logs each one, with the InvalidHandshake
+    that says why: print those like route()'s lines. The other lines pass only with -v."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    refusal = next((arg for arg in args if isinstance(arg, InvalidHandshake)), None)
+    if refusal is not None:
+        print(f"HTTP request -> {int(refusal.status)}: {refusal}", flush=True)
+    return verbose or record.levelno >= logging.WARNING
 
 
 async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
@@ -325,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(message)s")
     if args.verbose:
         logging.getLogger("common").setLevel(logging.DEBUG)
+    else:                               # INFO: serve()'s refusals reach print_refusals()
+        logging.getLogger("common").setLevel(logging.INFO)
+    logging.getLogger("common").addFilter(functools.partial(print_refusals, verbose=args.verbose))
     tls = None                          # with --certfile: TLS, so wss:// instead of ws://
     if args.certfile:
         try:

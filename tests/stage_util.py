@@ -88,6 +88,14 @@ class Stage:
         if not self._wait(lambda output: text in output, timeout):
             raise AssertionError(f"{text!r} not printed within {timeout} s; output so far:\n{self.output()}")
 
+    def wait_for_lines(self, prefix: str, count: int, timeout: float = 10) -> list[str]:
+        """Wait (at most `timeout` seconds) until `count` lines start with `prefix`; return all such lines."""
+        def lines(output: str) -> list[str]:
+            return [line for line in output.splitlines() if line.startswith(prefix)]
+        if not self._wait(lambda output: len(lines(output)) >= count, timeout):
+            raise AssertionError(f"not {count} lines starting with {prefix!r} within {timeout} s; output so far:\n{self.output()}")
+        return lines(self.output())
+
     def _wait_listening(self, timeout: float) -> None:
         if not self._wait(LISTENING.search, timeout):
             if self._eof:               # its output ended: it is exiting, let it finish (bounded)

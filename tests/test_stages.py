@@ -436,3 +436,40 @@ def test_test9_serves_the_dashboard_over_http(tmp_path):
             assert response.status == 404, path
             assert response.getheader("Content-Type").startswith("text/plain")
             assert b"<html" not in body.lower() and b"import" not in body and len(body) < 200
+
+
+def http_request(port: int, method: str, path: str, headers: dict[str, str]) -> int:
+    """Send one request with exactly these headers (Host included); return the status of the answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(b"" if method == "POST" else None)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_test9_console_logs_every_http_request_with_its_status(tmp_path):
+    """One console line per request, 405 and 426 included; a refused Host is shown as the value it gave."""
+    with running_stage("test9", tmp_path=tmp_path) as stage:
+        host = f"127.0.0.1:{stage.port}"
+        upgrade = {"Host": host, "Upgrade": "websocket", "Connection": "Upgrade",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+        cases = [  # method, path, headers, status, what the console says
+            ("GET", "/", {"Host": host}, 200, "HTTP / -> 200"),
+            ("GET", "/nowhere", {"Host": host}, 404, "HTTP /nowhere -> 404"),
+            ("GET", "/", {"Host": "evil.example:47901"}, 403, "HTTP / for host 'evil.example:47901' -> 403"),
+            ("GET", "/", {}, 403, "HTTP / with 0 Host headers -> 403"),
+            ("POST", "/", {"Host": host, "Content-Length": "0"}, 405, "-> 405"),
+            ("GET", "/commands/", {"Host": host}, 426, "-> 426"),          # a browser sent to a socket's URL
+            ("GET", "/commands/", dict(upgrade, Origin="null"), 403, "-> 403"),   # refused by the Origin check
+        ]
+        for number, (method, path, headers, status, said) in enumerate(cases, 1):
+            assert http_request(stage.port, method, path, headers) == status, (method, path, headers)
+            lines = stage.wait_for_lines("HTTP ", number, TIMEOUT)       # printed before the answer was sent
+            assert len(lines) == number and said in lines[-1], (method, path, headers, lines)
+        assert "['" not in stage.output()                                 # no Python list printed
