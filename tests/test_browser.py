@@ -480,6 +480,9 @@ def test_test9_is_served_by_its_server(open_tab, screenshots, tmp_path) -> None:
         start_then_stop(server, tabs, tabs[1], tabs[0], buttons=True, chart=True)
         check_legend(tabs[0], ["A", "B", "C"])
         save_screenshot(tabs[0], screenshots, "test9-served")
+    # The page names an inline icon: no request for /favicon.ico, so no 404 in the console.
+    assert sorted(line for line in server.output().splitlines() if line.startswith("HTTP ")) == \
+        ["HTTP / -> 200, the dashboard", "HTTP /dashboard -> 200, the dashboard"]
 
 
 def handshakes(tab: cdp.Tab, at_least: int) -> list[tuple[str, dict]]:

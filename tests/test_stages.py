@@ -187,6 +187,13 @@ def test_bad_port_is_an_argparse_error_that_touches_no_file(name, port, tmp_path
     assert log.read_text() == "SENSOR,1.000\n"
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_page_declares_an_inline_icon(name):
+    """No browser asks a server for /favicon.ico: every page names the same empty data: icon."""
+    page = (REPO / name / "client.html").read_text(encoding="utf-8")
+    assert page.count('<link rel="icon" href="data:,">') == 1, name
+
+
 # ---------------------------------------------------------------- test1 to test3
 
 
