@@ -129,12 +129,14 @@ async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
     print(f"Hello, client {who}", flush=True)
     try:
         role = await ws.recv()
-        print(f"{who} is a {role!r} socket", flush=True)
         if role == "COMMS":
+            print(f"{who} is a command socket", flush=True)
             await commands(ws, acquisition, who)
         elif role == "DATA":
+            print(f"{who} is a data socket", flush=True)
             await stream_data(ws, acquisition)
         else:
+            print(f"{who} sent {role[:40]!r}, which is no role: refused with 1008", flush=True)
             await ws.send(f"ERROR: unknown role {role!r}: the first message must be COMMS or DATA")
             await ws.close(CloseCode.POLICY_VIOLATION, "the first message must be COMMS or DATA")
     finally:

@@ -3,7 +3,7 @@
 Lesson: a message can carry a record, not just a number, and the time a value
 was measured belongs in the record: the time it arrives is later, and
 different for every client. The fake sensor is now a 3-axis accelerometer
-(x and y wobble slowly, z holds gravity, 9.81 m/s²), and a reading is
+(A and B wobble slowly, C holds gravity, 9.81 m/s²), and a reading is
 
     SENSOR,<ms>,<a>,<b>,<c>     e.g. SENSOR,1795627800123,1.204,-0.937,9.806
 
@@ -57,7 +57,7 @@ PATHS = ("/commands/", "/stream_data/")   # one path per role
 
 
 class FakeSensor:
-    """A pretend 3-axis accelerometer (m/s²): x and y wobble slowly, z holds gravity."""
+    """A pretend 3-axis accelerometer (m/s²): A and B wobble slowly, C holds gravity."""
 
     def __init__(self) -> None:
         self.phase = 0.0

@@ -76,7 +76,7 @@ TEXT_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control",
 
 
 class FakeSensor:
-    """A pretend 3-axis accelerometer (m/s²): x and y wobble slowly, z holds gravity."""
+    """A pretend 3-axis accelerometer (m/s²): A and B wobble slowly, C holds gravity."""
 
     def __init__(self) -> None:
         self.phase = 0.0

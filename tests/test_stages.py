@@ -283,6 +283,8 @@ def test_test4_refuses_an_unknown_role_with_1008(tmp_path):
                 assert closed.value.code == ws.close_code == 1008
 
         run(scenario())
+        stage.wait_for_output("'HELLO', which is no role")   # the console does not call it a socket's role
+        assert "is a 'HELLO' socket" not in stage.output()
 
 
 @pytest.mark.parametrize("name", BY_PATH)
@@ -411,6 +413,14 @@ def test_test8_readings_carry_a_timestamp_and_three_values(tmp_path):
         assert match, reading
         assert now_ms - 60_000 < int(match.group(1)) <= now_ms
         assert 9 < float(match.group(4)) < 10.6  # the z axis holds gravity
+
+
+def test_test8_and_test9_name_the_axes_as_the_page_and_the_wire_do():
+    """The readings' three values are A, B and C, in the docstrings as in the pages' legend."""
+    for name in ("test8", "test9"):
+        source = (REPO / name / "server.py").read_text(encoding="utf-8")
+        assert "A and B wobble slowly, C holds gravity" in source, name
+        assert not re.search(r"\b[xyz] (and [xyz] )?(wobble|holds)", source), name
 
 
 def test_test9_serves_the_dashboard_over_http(tmp_path):
