@@ -12,6 +12,16 @@ host name, sends no packet). The page no longer assumes localhost: you type
 the server's address and press Connect. A firewall may still stand between
 the two devices: allow incoming TCP on port 5678 if the page cannot connect.
 
+Who else can connect: anyone who can reach the port; nothing asks who they
+are (--host 127.0.0.1 keeps them out). Web sites too, through a browser: the
+server accepts "Origin: null" because that is what this page sends when it is
+opened from disk, but a sandboxed frame (<iframe sandbox="allow-scripts">) in
+any web site sends "Origin: null" as well, with the same headers, so a site
+open in a browser that can reach this server can send it commands, even on
+127.0.0.1. Nothing in the handshake tells the two apart. This holds up to
+test8; test9 shows the safe way: it serves its page itself and accepts only
+that page's origin, never "null".
+
 Run:   python3 test3/server.py            (-v shows every frame; Ctrl+C stops)
        --certfile cert.pem [--keyfile key.pem]: wss:// (TLS); the page needs ?scheme=wss
 Open:  test3/client.html on another device (copy the file there), type an
@@ -40,8 +50,8 @@ PORT = 5678             # the pages connect to this port unless told otherwise
 PAGE = Path(__file__).resolve().with_name("client.html")
 # Who may open a socket, by the Origin header that browsers send (RFC 6455 §10.2):
 # this stage's page opened from disk (a file:// page sends "Origin: null") and
-# scripts or `python3 -m common client` (no Origin header: None). A page of any
-# web site, open in a browser that can reach this server, gets 403 instead.
+# scripts or `python3 -m common client` (no Origin header: None). A web site's
+# page gets 403, but not a sandboxed frame in it: that sends "null" too (README, Security).
 ORIGINS = [None, "null"]
 GREETING = "Hello, client!"
 

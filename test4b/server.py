@@ -46,8 +46,8 @@ PORT = 5678             # the pages connect to this port unless told otherwise
 PAGE = Path(__file__).resolve().with_name("client.html")
 # Who may open a socket, by the Origin header that browsers send (RFC 6455 §10.2):
 # this stage's page opened from disk (a file:// page sends "Origin: null") and
-# scripts or `python3 -m common client` (no Origin header: None). A page of any
-# web site, open in a browser that can reach this server, gets 403 instead.
+# scripts or `python3 -m common client` (no Origin header: None). A web site's
+# page gets 403, but not a sandboxed frame in it: that sends "null" too (README, Security).
 ORIGINS = [None, "null"]
 SAMPLE_PERIOD = 0.1     # seconds between two readings while the sensor is on
 PATHS = ("/commands/", "/stream_data/")   # one path per role

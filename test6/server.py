@@ -41,8 +41,8 @@ PORT = 5678             # the pages connect to this port unless told otherwise
 PAGE = Path(__file__).resolve().with_name("client.html")
 # Who may open a socket, by the Origin header that browsers send (RFC 6455 §10.2):
 # this stage's page opened from disk (a file:// page sends "Origin: null") and
-# scripts or `python3 -m common client` (no Origin header: None). A page of any
-# web site, open in a browser that can reach this server, gets 403 instead.
+# scripts or `python3 -m common client` (no Origin header: None). A web site's
+# page gets 403, but not a sandboxed frame in it: that sends "null" too (README, Security).
 ORIGINS = [None, "null"]
 LOG = Path(__file__).resolve().with_name("log.txt")
 SAMPLE_PERIOD = 0.25    # seconds between two samples (4 Hz) while the sensor is on

@@ -25,11 +25,14 @@ Without Chromium the tests are skipped; with ``CI=true`` they fail instead.
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -483,6 +486,63 @@ def test_test9_is_served_by_its_server(open_tab, screenshots, tmp_path) -> None:
     # The page names an inline icon: no request for /favicon.ico, so no 404 in the console.
     assert sorted(line for line in server.output().splitlines() if line.startswith("HTTP ")) == \
         ["HTTP / -> 200, the dashboard", "HTTP /dashboard -> 200, the dashboard"]
+
+
+# A page of some web site that hides a sandboxed frame: its sockets say "Origin: null", as a page
+# opened from disk does. The frame reports each reply, and the close, to the page.
+SANDBOXED_FRAME = """<!doctype html><title>some web site</title>
+<script>window.__heard = []; addEventListener("message", (event) => __heard.push(event.data));</script>
+<iframe sandbox="allow-scripts" srcdoc="<script>
+  const ws = new WebSocket('ws://127.0.0.1:%d/commands/');
+  ws.onopen = () => ws.send('START');
+  ws.onmessage = (event) => parent.postMessage('reply: ' + event.data, '*');
+  ws.onclose = (event) => parent.postMessage('closed', '*');
+</script>"></iframe>"""
+
+
+@contextmanager
+def web_site(page: str) -> Iterator[str]:
+    """Serve ``page`` at http://127.0.0.1:PORT/ (another origin than any stage's) in a thread; yield the URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass                        # quiet
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="web-site", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("stage", ["test8", "test9"])
+def test_a_sandboxed_frame_of_any_web_site_sends_origin_null(stage, open_tab, tmp_path) -> None:
+    """Origin: null is no proof of a page opened from disk: a web site's sandboxed frame sends it too.
+
+    test1 to test8 accept it, so such a frame can START their acquisition (README, Security, says so);
+    test9 accepts only the page it served, and refuses the frame with 403.
+    """
+    with running_stage(stage, tmp_path=tmp_path, speed=SPEED) as server, web_site(SANDBOXED_FRAME % server.port) as url:
+        tab = open_tab(url)
+        heard = tab.wait_for("__heard.length && __heard", timeout=TIMEOUT, message="the frame's socket neither answered nor closed")
+        if stage == "test8":
+            assert heard[0] == "reply: OK: acquisition started"
+            assert "asked 'START'" in server.output()
+        else:
+            assert heard == ["closed"]
+            server.wait_for_output("HTTP request -> 403: ")
+            assert "'START'" not in server.output()
 
 
 def handshakes(tab: cdp.Tab, at_least: int) -> list[tuple[str, dict]]:
