@@ -1,44 +1,34 @@
 """test1: the server talks first. Each client gets its own stream of timestamps.
 
 Lesson: a WebSocket stays open in both directions, so the server can send
-whenever it likes, without being asked. Every browser tab that opens
-client.html makes its own connection, and every connection gets its own call
-of handler(): its own stream of UTC timestamps (ISO 8601, for example
-2026-11-25T17:30:00.123456Z) at random intervals of 0 to 3 s. Streams are not
-shared: a WebSocket links one client with one server, like any socket.
+whenever it likes, without being asked. Every tab that opens client.html makes
+its own connection and gets its own call of handler(): its own stream of UTC
+timestamps (2026-11-25T17:30:00.123456Z) at random intervals of 0 to 3 s.
 
-New: everything; this is the first stage. Watch the console: "Hello, client"
-when a tab connects, each timestamp just before it is sent, "Bye, client"
-when the tab goes away. The lines of all clients mix in one console.
+New: everything. The page shows the browser's bare API: new WebSocket(url),
+onopen, onmessage, onclose with the close code. The console says "Hello,
+client", each timestamp as it is sent, and "Bye, client".
 
-Run:   python3 test1/server.py            (-v shows every frame; Ctrl+C stops)
-Open:  test1/client.html in a browser, in as many tabs as you like.
+Run:   python3 test1/server.py    (-v: every frame; --help: all options)
+Open:  the file:// address it prints, in as many tabs as you like.
 Next:  the page can only listen; in test2 it talks back.
 """
 
-import argparse
 import asyncio
 import contextlib
 import functools
-import logging
 import random
-import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-# Make "common" importable when run as python3 testN/server.py from anywhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # "common", from any folder
 
 from common import ServerConnection, runner, serve  # noqa: E402
 
 HOST = "127.0.0.1"      # this machine only
-PORT = 5678             # the pages connect to this port unless told otherwise
 PAGE = Path(__file__).resolve().with_name("client.html")
-# Who may open a socket, by the Origin header that browsers send (RFC 6455 §10.2):
-# this stage's page opened from disk (a file:// page sends "Origin: null") and
-# scripts or `python3 -m common client` (no Origin header: None). A web site's
-# page gets 403, but not a sandboxed frame in it: that sends "null" too (README, Security).
+# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (README, Security).
 ORIGINS = [None, "null"]
 MAX_DELAY = 3.0         # seconds between two timestamps, at most
 
@@ -48,72 +38,32 @@ def timestamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def client_name(ws: ServerConnection) -> str:
-    """The client's address and port, to tell clients apart in the console."""
-    host, port = ws.remote_address[:2]
-    return f"{host}:{port}"
-
-
 async def handler(ws: ServerConnection, speed: float) -> None:
     """Runs once per connection: send timestamps until the client leaves."""
-    who = client_name(ws)
+    who = "{}:{}".format(*ws.remote_address[:2])    # the client's address and port
     print(f"Hello, client {who}", flush=True)
     try:
         while True:
             now = timestamp()
             print(f"{who} <- {now}", flush=True)
             await ws.send(now)
-            try:
-                # Sleep for a random while, but wake up at once if the client leaves.
-                delay = random.uniform(0, MAX_DELAY) / speed
-                await asyncio.wait_for(ws.wait_closed(), timeout=delay)
+            with contextlib.suppress(TimeoutError):   # sleep a random while, but wake up if the client leaves
+                await asyncio.wait_for(ws.wait_closed(), timeout=random.uniform(0, MAX_DELAY) / speed)
                 break
-            except TimeoutError:
-                pass
     finally:
         print(f"Bye, client {who}", flush=True)
 
 
-async def run(host: str, port: int, speed: float) -> None:
+async def run(args: runner.Args) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
-            loop.add_signal_handler(sig, stop.set)
-    async with serve(functools.partial(handler, speed=speed), host, port, origins=ORIGINS) as server:
-        host, port = server.sockets[0].getsockname()[:2]
-        print(f"listening on ws://{host}:{port}/", flush=True)
-        page = PAGE.as_uri() + (f"?port={port}" if port != PORT else "")
-        print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
-        await stop.wait()
-    print("server stopped", flush=True)
+    async with serve(functools.partial(handler, speed=args.speed), args.host, args.port, ssl=args.ssl, origins=ORIGINS) as server:
+        runner.announce(server, args, PAGE)
+        await runner.stopped()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST})")
-    parser.add_argument("--port", type=runner.port, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="N",
-                        help="run the clock N times faster (used by the tests)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
-    args = parser.parse_args(argv)
-    if args.speed <= 0:
-        parser.error("--speed must be more than 0")
-    logging.basicConfig(format="%(asctime)s %(message)s")
-    if args.verbose:
-        logging.getLogger("common").setLevel(logging.DEBUG)
-    try:
-        asyncio.run(run(args.host, args.port, args.speed))
-    except KeyboardInterrupt:
-        pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
-    except OSError as exc:  # for example: the port is already in use
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    args = runner.parse(runner.options(__doc__, host=HOST), argv)
+    return runner.run(run(args))
 
 
 if __name__ == "__main__":
