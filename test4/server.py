@@ -17,40 +17,31 @@ and the socket is closed with 1008 (policy violation). Then:
 
 New since test3: the role handshake in handler(), commands() and
 stream_data(), the Acquisition switch shared by every socket, FakeSensor (a
-noisy sine wave). The console logs each socket's role and each command.
+noisy sine wave); --speed runs its clock faster. The console logs each
+socket's role and each command. The page opens the two sockets, and
+reconnects each as test3's did.
 
-Run:   python3 test4/server.py            (-v shows every frame; Ctrl+C stops)
+Run:   python3 test4/server.py    (-v: every frame; --help: all options)
 Open:  test4/client.html on another device (or here), type an address that
        the server printed, press Connect, then send START and STOP.
 Next:  the role rides in a first message that every socket must send and the
        server must check; test4b moves it into the URL.
 """
 
-import argparse
 import asyncio
-import contextlib
 import functools
-import logging
 import math
 import random
-import signal
-import socket
-import ssl
 import sys
 from pathlib import Path
 
-# Make "common" importable when run as python3 testN/server.py from anywhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # "common", from any folder
 
 from common import CloseCode, ConnectionClosed, ServerConnection, runner, serve  # noqa: E402
 
 HOST = "0.0.0.0"        # every network interface: other devices can connect
-PORT = 5678             # the pages connect to this port unless told otherwise
 PAGE = Path(__file__).resolve().with_name("client.html")
-# Who may open a socket, by the Origin header that browsers send (RFC 6455 §10.2):
-# this stage's page opened from disk (a file:// page sends "Origin: null") and
-# scripts or `python3 -m common client` (no Origin header: None). A web site's
-# page gets 403, but not a sandboxed frame in it: that sends "null" too (README, Security).
+# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (README, Security).
 ORIGINS = [None, "null"]
 SAMPLE_PERIOD = 0.1     # seconds between two readings while the sensor is on
 
@@ -80,12 +71,6 @@ class Acquisition:
             self.on.clear()
 
 
-def client_name(ws: ServerConnection) -> str:
-    """The client's address and port, to tell clients apart in the console."""
-    host, port = ws.remote_address[:2]
-    return f"{host}:{port}"
-
-
 async def commands(ws: ServerConnection, acquisition: Acquisition, who: str) -> None:
     """The command socket: switch the sensor on and off, one reply per command."""
     async for command in ws:
@@ -96,8 +81,8 @@ async def commands(ws: ServerConnection, acquisition: Acquisition, who: str) -> 
             acquisition.switch(False)
             reply = "OK: acquisition stopped"
         else:
-            reply = f"ERROR: Command {command} not found"
-        print(f"{who} asked {command!r}; answer: {reply!r}", flush=True)
+            reply = f"ERROR: Command {runner.printable(command)} not found"
+        print(f"{who} asked {runner.printable(command)}; answer: {reply!r}", flush=True)
         await ws.send(reply)
 
 
@@ -125,7 +110,7 @@ async def stream_data(ws: ServerConnection, acquisition: Acquisition) -> None:
 
 async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
     """Runs once per connection: the first message says which job the socket does."""
-    who = client_name(ws)
+    who = "{}:{}".format(*ws.remote_address[:2])    # the client's address and port
     print(f"Hello, client {who}", flush=True)
     try:
         role = await ws.recv()
@@ -136,92 +121,25 @@ async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
             print(f"{who} is a data socket", flush=True)
             await stream_data(ws, acquisition)
         else:
-            print(f"{who} sent {role[:40]!r}, which is no role: refused with 1008", flush=True)
-            await ws.send(f"ERROR: unknown role {role!r}: the first message must be COMMS or DATA")
+            print(f"{who} sent {runner.printable(role)}, which is no role: refused with 1008", flush=True)
+            await ws.send(f"ERROR: unknown role {runner.printable(role)}: the first message must be COMMS or DATA")
             await ws.close(CloseCode.POLICY_VIOLATION, "the first message must be COMMS or DATA")
     finally:
         print(f"Bye, client {who}", flush=True)
 
 
-def lan_addresses() -> list[str]:
-    """This machine's IPv4 addresses, as its own host name resolves (no packet is sent)."""
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-    except OSError:
-        return []
-    return sorted({info[4][0] for info in infos if not info[4][0].startswith("127.")})
-
-
-def print_addresses(host: str) -> None:
-    """Tell which address to type in the page on another device."""
-    if host not in ("0.0.0.0", "::", ""):
-        print(f"only clients that can reach {host} can connect (--host 0.0.0.0 opens the server to the network)")
-    elif addresses := lan_addresses():
-        print(f"on another device on this network, connect to {' or '.join(addresses)}")
-    else:
-        print("no network address found for this host name: find it with `ip addr` (Linux),"
-              " `ipconfig` (Windows) or the network settings (macOS)")
-    print("on this machine, connect to localhost", flush=True)
-
-
-async def run(host: str, port: int, speed: float, tls: ssl.SSLContext | None) -> None:
+async def run(args: runner.Args) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
-            loop.add_signal_handler(sig, stop.set)
-    acquisition = Acquisition(SAMPLE_PERIOD / speed)
-    async with serve(functools.partial(handler, acquisition=acquisition), host, port, origins=ORIGINS, ssl=tls) as server:
-        host, port = server.sockets[0].getsockname()[:2]
-        print(f"listening on {'wss' if tls else 'ws'}://{host}:{port}/", flush=True)
-        print_addresses(host)
-        query = ([f"port={port}"] if port != PORT else []) + (["scheme=wss"] if tls else [])  # what the page cannot guess
-        page = PAGE.as_uri() + ("?" + "&".join(query) if query else "")
-        print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
-        await stop.wait()
-    print("server stopped", flush=True)
+    acquisition = Acquisition(SAMPLE_PERIOD / args.speed)
+    async with serve(functools.partial(handler, acquisition=acquisition), args.host, args.port, ssl=args.ssl,
+                     origins=ORIGINS) as server:
+        runner.announce(server, args, PAGE)
+        await runner.stopped()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST}, every interface)")
-    parser.add_argument("--port", type=runner.port, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="N",
-                        help="run the clock N times faster (used by the tests)")
-    parser.add_argument("--certfile", type=Path, metavar="PATH",
-                        help="serve over TLS (wss://) with this PEM certificate; the file may hold the key too")
-    parser.add_argument("--keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM), if not in --certfile")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
-    args = parser.parse_args(argv)
-    if args.keyfile and not args.certfile:
-        parser.error("--keyfile goes with --certfile")
-    if args.speed <= 0:
-        parser.error("--speed must be more than 0")
-    logging.basicConfig(format="%(asctime)s %(message)s")
-    if args.verbose:
-        logging.getLogger("common").setLevel(logging.DEBUG)
-    tls = None                          # with --certfile: TLS, so wss:// instead of ws://
-    if args.certfile:
-        try:
-            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            tls.load_cert_chain(args.certfile, args.keyfile)
-        except OSError as exc:          # a missing file; ssl.SSLError ("PEM lib"): not PEM, no key or not its key
-            why = "not a PEM certificate with its private key" if isinstance(exc, ssl.SSLError) else exc.strerror or exc
-            print(f"error: cannot load the certificate {args.certfile} (key: {args.keyfile or 'in the same file'}): {why}",
-                  file=sys.stderr)
-            return 2
-    try:
-        asyncio.run(run(args.host, args.port, args.speed, tls))
-    except KeyboardInterrupt:
-        pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
-    except OSError as exc:  # for example: the port is already in use
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    args = runner.parse(runner.options(__doc__, host=HOST), argv)
+    return runner.run(run(args))
 
 
 if __name__ == "__main__":
