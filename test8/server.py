@@ -15,40 +15,29 @@ every sample logged, every 4th broadcast.
 New since test7: FakeSensor.read() returns three values; take_sample() stamps
 them with time.time_ns() // 1_000_000 and joins them with commas.
 
-Run:   python3 test8/server.py            (-v shows every frame; Ctrl+C stops)
+Run:   python3 test8/server.py    (-v: every frame; --help: all options)
 Open:  test8/client.html in two tabs (or on two devices), Connect both, press
        Start: three lines per chart, placed by the time in each reading.
 Next:  the page must be copied to every device; test9 serves it itself.
 """
 
-import argparse
 import asyncio
-import contextlib
 import functools
-import logging
 import math
 import random
-import signal
-import socket
-import ssl
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import TextIO
 
-# Make "common" importable when run as python3 testN/server.py from anywhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # "common", from any folder
 
 from common import Headers, ServerConnection, broadcast, runner, serve  # noqa: E402
 
 HOST = "0.0.0.0"        # every network interface: other devices can connect
-PORT = 5678             # the pages connect to this port unless told otherwise
 PAGE = Path(__file__).resolve().with_name("client.html")
-# Who may open a socket, by the Origin header that browsers send (RFC 6455 §10.2):
-# this stage's page opened from disk (a file:// page sends "Origin: null") and
-# scripts or `python3 -m common client` (no Origin header: None). A web site's
-# page gets 403, but not a sandboxed frame in it: that sends "null" too (README, Security).
+# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (README, Security).
 ORIGINS = [None, "null"]
 LOG = Path(__file__).resolve().with_name("log.txt")
 SAMPLE_PERIOD = 0.25    # seconds between two samples (4 Hz) while the sensor is on
@@ -143,12 +132,6 @@ class Acquisition:
         self.count += 1
 
 
-def client_name(ws: ServerConnection) -> str:
-    """The client's address and port, to tell clients apart in the console."""
-    host, port = ws.remote_address[:2]
-    return f"{host}:{port}"
-
-
 async def commands(ws: ServerConnection, acquisition: Acquisition, who: str) -> None:
     """The command socket: switch the sensor on and off, one reply per command."""
     async for command in ws:
@@ -159,9 +142,21 @@ async def commands(ws: ServerConnection, acquisition: Acquisition, who: str) -> 
             acquisition.switch(False)
             reply = "OK: acquisition stopped"
         else:
-            reply = f"ERROR: Command {command} not found"
-        print(f"{who} asked {command!r}; answer: {reply!r}", flush=True)
+            reply = f"ERROR: Command {runner.printable(command)} not found"
+        print(f"{who} asked {runner.printable(command)}; answer: {reply!r}", flush=True)
         await ws.send(reply)
+
+
+async def send_readings(ws: ServerConnection, acquisition: Acquisition) -> None:
+    """Read this socket's own sensor every period while it is on; push each reading."""
+    sensor = FakeSensor()
+    try:
+        while True:
+            await acquisition.on.wait()     # while off: nothing sampled, nothing sent
+            await ws.send(f"SENSOR,{sensor.read():.3f}")
+            await asyncio.sleep(acquisition.period)
+    except ConnectionClosed:
+        pass  # the client left: stream_data() sees it too and ends
 
 
 async def stream_data(ws: ServerConnection, acquisition: Acquisition) -> None:
@@ -183,7 +178,7 @@ def only_known_paths(path: str, headers: Headers) -> tuple[int, list[tuple[str, 
 
 async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
     """Runs once per connection: the URL path says which job the socket does."""
-    who = client_name(ws)
+    who = "{}:{}".format(*ws.remote_address[:2])    # the client's address and port
     print(f"Hello, client {who} on {ws.path}", flush=True)
     try:
         if ws.path == "/commands/":
@@ -194,101 +189,27 @@ async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
         print(f"Bye, client {who}", flush=True)
 
 
-def lan_addresses() -> list[str]:
-    """This machine's IPv4 addresses, as its own host name resolves (no packet is sent)."""
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-    except OSError:
-        return []
-    return sorted({info[4][0] for info in infos if not info[4][0].startswith("127.")})
-
-
-def print_addresses(host: str) -> None:
-    """Tell which address to type in the page on another device."""
-    if host not in ("0.0.0.0", "::", ""):
-        print(f"only clients that can reach {host} can connect (--host 0.0.0.0 opens the server to the network)")
-    elif addresses := lan_addresses():
-        print(f"on another device on this network, connect to {' or '.join(addresses)}")
-    else:
-        print("no network address found for this host name: find it with `ip addr` (Linux),"
-              " `ipconfig` (Windows) or the network settings (macOS)")
-    print("on this machine, connect to localhost", flush=True)
-
-
-async def run(host: str, port: int, speed: float, log: Path, tls: ssl.SSLContext | None) -> None:
+async def run(args: runner.Args) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt
-            loop.add_signal_handler(sig, stop.set)
-    acquisition = Acquisition(SAMPLE_PERIOD / speed, stop)
+    acquisition = Acquisition(SAMPLE_PERIOD / args.speed, runner.stop_event())
     try:
-        serving = serve(functools.partial(handler, acquisition=acquisition), host, port, process_request=only_known_paths,
-                        origins=ORIGINS, ssl=tls)
-        async with serving as server:
+        async with serve(functools.partial(handler, acquisition=acquisition), args.host, args.port, ssl=args.ssl,
+                         origins=ORIGINS, process_request=only_known_paths) as server:
             # Only now that the port is ours: a server that cannot start leaves the log alone (common/runner.py).
-            acquisition.start(runner.open_log(log))
-            host, port = server.sockets[0].getsockname()[:2]
-            print(f"listening on {'wss' if tls else 'ws'}://{host}:{port}/", flush=True)
-            print_addresses(host)
-            query = ([f"port={port}"] if port != PORT else []) + (["scheme=wss"] if tls else [])  # what the page cannot guess
-            page = PAGE.as_uri() + ("?" + "&".join(query) if query else "")
-            print(f"open {page} in a browser; Ctrl+C stops the server", flush=True)
-            await stop.wait()
+            acquisition.start(runner.open_log(args.log))
+            runner.announce(server, args, PAGE)
+            await runner.stopped()
     finally:
         if acquisition.log is not None:     # it started: say how many samples its log holds
             count = acquisition.shutdown()  # after the clients were closed: nothing taken is lost
             print(f"logged {count} samples to {acquisition.log.name}", flush=True)
-    if acquisition.error is not None:   # main() prints it: "error: cannot write the log ..."
-        raise OSError(f"cannot write the log {log}: {acquisition.error.strerror or acquisition.error}")
-    print("server stopped", flush=True)
+    if acquisition.error is not None:   # runner.run() prints it: "error: cannot write the log ..."
+        raise OSError(f"cannot write the log {args.log}: {acquisition.error.strerror or acquisition.error}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default=HOST, help=f"address to listen on (default: {HOST}, every interface)")
-    parser.add_argument("--port", type=runner.port, default=PORT, help="port to listen on (default: %(default)s; 0 picks a free one)")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="N",
-                        help="run the clock N times faster (used by the tests)")
-    parser.add_argument("--log", type=Path, default=LOG, metavar="PATH",
-                        help="log every sample to PATH (default: log.txt next to this script; the previous one is kept as PATH.1)")
-    parser.add_argument("--certfile", type=Path, metavar="PATH",
-                        help="serve over TLS (wss://) with this PEM certificate; the file may hold the key too")
-    parser.add_argument("--keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM), if not in --certfile")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
-    args = parser.parse_args(argv)
-    if args.keyfile and not args.certfile:
-        parser.error("--keyfile goes with --certfile")
-    if args.speed <= 0:
-        parser.error("--speed must be more than 0")
-    logging.basicConfig(format="%(asctime)s %(message)s")
-    if args.verbose:
-        logging.getLogger("common").setLevel(logging.DEBUG)
-    tls = None                          # with --certfile: TLS, so wss:// instead of ws://
-    if args.certfile:
-        try:
-            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            tls.load_cert_chain(args.certfile, args.keyfile)
-        except OSError as exc:          # a missing file; ssl.SSLError ("PEM lib"): not PEM, no key or not its key
-            why = "not a PEM certificate with its private key" if isinstance(exc, ssl.SSLError) else exc.strerror or exc
-            print(f"error: cannot load the certificate {args.certfile} (key: {args.keyfile or 'in the same file'}): {why}",
-                  file=sys.stderr)
-            return 2
-    try:
-        asyncio.run(run(args.host, args.port, args.speed, args.log, tls))
-    except KeyboardInterrupt:
-        pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
-    except runner.LogError as exc:  # the --log file cannot be written; no file was changed
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # for example: the port is already in use
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    args = runner.parse(runner.options(__doc__, host=HOST, log=LOG), argv)
+    return runner.run(run(args))
 
 
 if __name__ == "__main__":
