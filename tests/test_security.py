@@ -180,8 +180,12 @@ def allowed_hosts(port: int) -> list[str]:
 
 def refused_hosts(port: int) -> list[str]:
     return ["evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example",
-            f"evil.example@127.0.0.1:{port}", "my-lab.example.evil", "127.0.0.2", "[::2]", "0.0.0.0", "", "::1",
-            f"127.0.0.1:{port}:1", "lab example"]
+            "my-lab.example.evil", "127.0.0.2", "[::2]", "0.0.0.0"]
+
+
+def malformed_hosts(port: int) -> list[str]:
+    """Not a host at all (RFC 9110 §7.2): 400 from serve(hosts=...), before anything else too."""
+    return [f"evil.example@127.0.0.1:{port}", "", "::1", f"127.0.0.1:{port}:1", "lab example"]
 
 
 def test_test9_answers_requests_for_its_own_names(test9):
@@ -194,17 +198,21 @@ def test_test9_answers_requests_for_its_own_names(test9):
 
 
 def test_test9_refuses_other_hosts_with_403_before_anything_else(test9):
-    """DNS rebinding: a request for any other name gets 403 for the page, unknown paths and sockets alike."""
+    """DNS rebinding: a request for any other name gets 403 for the page, unknown paths and sockets alike; no host at all, 400."""
     port = test9.port
     for host in refused_hosts(port):
         for path in ("/", "/dashboard", "/nothing-here"):
             status, headers, body = raw_request(port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
             assert_short_text_error(status, headers, body, 403)
             assert_safe_headers(headers, body)
-            assert b"--allow-host" in body
+            assert b"is not a name of this server" in body      # serve(hosts=...)'s refusal
         # The rebinding page's own origin matches its Host: only the Host check stops it.
         status, headers, body = raw_request(port, upgrade("/commands/", host, f"http://{host}"))
         assert_short_text_error(status, headers, body, 403)
+    for host in malformed_hosts(port):
+        for path in ("/", "/commands/"):
+            status, headers, body = raw_request(port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+            assert_short_text_error(status, headers, body, 400)
     for head in ("GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n"):
         status, headers, body = raw_request(port, head)
         assert status in (400, 403) and b"<" not in body
