@@ -9,12 +9,15 @@ would see, through the pages' DOM contract:
 * every page: ``#messages`` (one child per message, newest last) and
   ``#status`` whose ``data-state`` is ``connecting``, ``open`` or ``closed``;
   ``?host=&port=`` in the URL choose the server;
+* test1 and test2: one socket opened on load, no reconnection: the close code
+  shows in ``#status``; test3 and later reconnect by themselves (with backoff);
 * test2: ``#command``, ``#send``, ``#response``; test3 and later: ``#host``
   and ``#connect``; test3 to test6: ``#command``, ``#send``, ``#response``;
   test6 and later: ``canvas#chart``; test7 and later: ``#start``, ``#stop``
   and ``#legend``; test8 and test9: series A, B and C in ``#legend``;
   test9 is also served by its own server at ``/`` and ``/dashboard``, over
-  https:// too (--certfile), and its sockets negotiate permessage-deflate with
+  https:// too (--certfile), connects by itself to the server that served it
+  (no Connect pressed), and its sockets negotiate permessage-deflate with
   Chromium (the handshake answers seen in DevTools' Network domain).
 
 One screenshot per stage is saved in a temporary folder (shown with
@@ -52,6 +55,7 @@ TIMEOUT = 10.0                          # bound of every wait for something a pe
 LATE_LIMIT = 1.0                        # readings in flight at STOP land within this (seconds)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")   # 2026-11-25T17:30:00.123456Z
+ASKED_STOP = re.compile(r"asked '?STOP\b")   # the console's line for each STOP handled ("asked STOP" or "asked 'STOP'")
 FAILURE_WORDS = re.compile(r"could not|cannot|refused|failed|unreachable|lost|closed|error", re.I)
 
 # Counts kept by the test, not by the page: how many children were ever added
@@ -141,17 +145,21 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def open_tab(browser: cdp.Browser) -> Iterator[Callable[[str], cdp.Tab]]:
+def open_tab(browser: cdp.Browser) -> Iterator[Callable[..., cdp.Tab]]:
     """Open tabs on demand (``open_tab(url)``); all are closed after the test.
 
+    ``open_tab(url, network=True)`` turns on DevTools' Network domain before the
+    page loads, so that ``tab.websockets`` records every socket the page opens.
     A test fails if a page threw an uncaught JavaScript exception.
     """
     tabs: list[cdp.Tab] = []
 
-    def open_(url: str) -> cdp.Tab:
+    def open_(url: str, *, network: bool = False) -> cdp.Tab:
         tab = browser.new_tab(*VIEWPORT)
         tabs.append(tab)
         tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": COUNTERS})
+        if network:
+            tab.call("Network.enable")
         tab.navigate(url)
         return tab
 
@@ -373,11 +381,11 @@ def log_lines(server) -> list[str] | None:
     return server.log_path.read_text(encoding="utf-8").splitlines() if server.log_path.exists() else []
 
 
-def wait_logged(server, text: str, *, more_than: int) -> None:
-    """Wait (bounded) until the server's console shows ``text`` more than ``more_than`` times."""
+def wait_logged(server, pattern: re.Pattern[str], *, more_than: int) -> None:
+    """Wait (bounded) until the server's console matches ``pattern`` more than ``more_than`` times."""
     deadline = time.monotonic() + TIMEOUT
-    while server.output().count(text) <= more_than:
-        assert time.monotonic() < deadline, f"the server never printed {text} again:\n{server.output()}"
+    while len(pattern.findall(server.output())) <= more_than:
+        assert time.monotonic() < deadline, f"the server never printed {pattern.pattern} again:\n{server.output()}"
         time.sleep(cdp.POLL_INTERVAL)
 
 
@@ -408,11 +416,11 @@ def start_then_stop(server, tabs: list[cdp.Tab], starter: cdp.Tab, stopper: cdp.
             wait_chart_change(tab, old, "the chart did not change while readings arrived")
             wait_chart_change(tab, fingerprint(tab), "the chart stopped following the readings")
 
-    stops_handled = server.output().count("'STOP'")
+    stops_handled = len(ASKED_STOP.findall(server.output()))
     reply = press(stopper, "#stop") if buttons else send(stopper, "STOP")
     assert not reply.startswith("ERROR"), f"STOP was refused: {reply!r}"
     replied_at = stopper.evaluate("__lab.repliedAt")
-    wait_logged(server, "'STOP'", more_than=stops_handled)     # the console logs each command
+    wait_logged(server, ASKED_STOP, more_than=stops_handled)     # the console logs each command
     logged = log_lines(server)          # STOP waits for a sample in progress: this log is final
     window = max(0.5, 10 * per_reading)
     print(f"{len(tabs)} tab(s): a reading every {per_reading:.3f} s; after STOP, watching {window:.2f} s of silence twice")
@@ -478,7 +486,8 @@ def test_test9_is_served_by_its_server(open_tab, screenshots, tmp_path) -> None:
         for tab in tabs:
             assert tab.evaluate("location.protocol") == "http:"
             assert tab.evaluate("document.querySelector('#host').value") == "127.0.0.1"
-            tab.click("#connect")                  # nothing typed
+            wait_open(tab)                         # it connected by itself
+            tab.click("#connect")                  # nothing typed: Connect reconnects to the same server
             wait_open(tab)
         start_then_stop(server, tabs, tabs[1], tabs[0], buttons=True, chart=True)
         check_legend(tabs[0], ["A", "B", "C"])
@@ -538,11 +547,11 @@ def test_a_sandboxed_frame_of_any_web_site_sends_origin_null(stage, open_tab, tm
         heard = tab.wait_for("__heard.length && __heard", timeout=TIMEOUT, message="the frame's socket neither answered nor closed")
         if stage == "test8":
             assert heard[0] == "reply: OK: acquisition started"
-            assert "asked 'START'" in server.output()
+            assert re.search(r"asked '?START\b", server.output()), server.output()
         else:
             assert heard == ["closed"]
             server.wait_for_output("HTTP request -> 403: ")
-            assert "'START'" not in server.output()
+            assert not re.search(r"\bSTART\b", server.output()), server.output()
 
 
 def handshakes(tab: cdp.Tab, at_least: int) -> list[tuple[str, dict]]:
@@ -567,13 +576,24 @@ def check_readings_flow(tab: cdp.Tab) -> None:
     assert press(tab, "#stop") == "OK: acquisition stopped"
 
 
+def test_test9_connects_by_itself_to_the_server_that_served_it(open_tab, tmp_path) -> None:
+    """test9: the served page opens its two sockets to its own server without Connect being pressed."""
+    with running_stage("test9", tmp_path=tmp_path, speed=SPEED) as server:
+        tab = open_tab(f"http://localhost:{server.port}/dashboard", network=True)   # a name, not the address typed anywhere
+        wait_open(tab)
+        sockets = handshakes(tab, 2)
+        assert sorted(url for url, _ in sockets) == [f"ws://localhost:{server.port}{path}" for path in ("/commands/", "/stream_data/")]
+        assert len(tab.websockets) == 2, f"more sockets than the page's two: {tab.websockets}"
+        assert tab.evaluate("document.querySelector('#host').value") == "localhost"
+        assert f"ws://localhost:{server.port}/" in status(tab)
+        check_readings_flow(tab)
+
+
 def test_test9_negotiates_permessage_deflate_with_chromium(open_tab, tmp_path) -> None:
     """test9: both of the page's sockets get permessage-deflate from the server, and the dashboard works."""
     with running_stage("test9", tmp_path=tmp_path, speed=SPEED) as server:
-        tab = open_tab(live_page_url("test9", server.port))
-        tab.call("Network.enable")                  # from here on, tab.websockets records each handshake
-        tab.click("#connect")
-        wait_open(tab)
+        tab = open_tab(live_page_url("test9", server.port), network=True)   # tab.websockets records each handshake
+        wait_open(tab)                              # it connects by itself
         sockets = handshakes(tab, 2)
         assert sorted(url for url, _ in sockets) == [f"ws://127.0.0.1:{server.port}{path}" for path in ("/commands/", "/stream_data/")]
         for url, response in sockets:
@@ -593,11 +613,9 @@ def test_test9_over_https_and_wss(browser, open_tab, screenshots, tmp_path) -> N
     browser.call("Security.setIgnoreCertificateErrors", {"ignore": True})
     try:
         with running_stage("test9", *tls, tmp_path=tmp_path, speed=SPEED) as server:
-            tab = open_tab(server.http_url("/"))
+            tab = open_tab(server.http_url("/"), network=True)
             assert tab.evaluate("location.protocol") == "https:"
-            tab.call("Network.enable")
-            tab.click("#connect")
-            wait_open(tab)
+            wait_open(tab)                          # it connects by itself, over wss:
             assert sorted(url for url, _ in handshakes(tab, 2)) == [server.url("/commands/"), server.url("/stream_data/")]
             assert server.url("/").startswith("wss://") and "wss://" in status(tab)
             check_readings_flow(tab)
@@ -652,14 +670,17 @@ def wait_made(tab: cdp.Tab, at_least: int) -> None:
                  message=f"the page never made {at_least} connection attempts")
 
 
-@pytest.mark.parametrize("stage", STAGES)
+RECONNECTING = STAGES[2:]                # test3 and later keep their sockets open (keepOpen)
+
+
+@pytest.mark.parametrize("stage", RECONNECTING)
 def test_page_keeps_one_visibility_listener_per_socket(stage, open_tab) -> None:
-    """Every page: one visibilitychange listener per socket, however many retries and Connect presses.
+    """test3 and later: one visibilitychange listener per socket, however many retries and Connect presses.
 
     The listener retries at once when a hidden tab is shown again; a link's
     stop() (Connect closes the previous links) must take it away with it.
     """
-    sockets = 1 if stage in ("test1", "test2", "test3") else 2
+    sockets = 1 if stage == "test3" else 2
     tab = open_tab("about:blank")
     tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": SOCKETS_MADE})
     tab.navigate(page_url(stage, free_port()))              # no server: every attempt fails and is retried
@@ -679,16 +700,41 @@ def test_page_keeps_one_visibility_listener_per_socket(stage, open_tab) -> None:
     assert opened == waiting
 
 
-@pytest.mark.parametrize("stage", ["test1", "test9"])
-def test_page_shows_that_the_server_went_away(stage, open_tab, tmp_path) -> None:
-    """A page whose server stops says so in #status."""
+@pytest.mark.parametrize("stage", ["test1", "test2"])
+def test_page_shows_the_close_code_when_the_server_goes_away(stage, open_tab, tmp_path) -> None:
+    """test1, test2 (no reconnection): when the server stops, #status says closed, with the close code."""
     with running_stage(stage, tmp_path=tmp_path, speed=SPEED) as server:
-        tab = open_tab(live_page_url(stage, server.port))
-        if stage != "test1":
+        tab = open_tab(page_url(stage, server.port))
+        wait_open(tab)
+        server.stop()
+        tab.wait_for("document.querySelector('#status').dataset.state === 'closed'", timeout=TIMEOUT,
+                     message=f"#status never said closed after the server stopped (it says {status(tab)!r})")
+        assert re.search(r"\bcode 10\d\d\b", status(tab)), status(tab)
+
+
+@pytest.mark.parametrize("stage", RECONNECTING)
+def test_page_reconnects_after_the_server_restarts(stage, open_tab, tmp_path) -> None:
+    """test3 and later: the server stops, #status says so and that it retries; the server restarts
+    on the same port, and the page is open again by itself (no Connect pressed) and works."""
+    with running_stage(stage, tmp_path=tmp_path, speed=SPEED) as server:
+        port = server.port
+        tab = open_tab(live_page_url(stage, port))
+        if stage != "test9":                    # test9 connects by itself
             connect(tab)
         else:
             wait_open(tab)
         server.stop()
-        tab.wait_for("document.querySelector('#status').dataset.state !== 'open'", timeout=TIMEOUT,
-                     message="#status still says open after the server stopped")
-        assert FAILURE_WORDS.search(status(tab)), status(tab)
+    tab.wait_for("document.querySelector('#status').dataset.state !== 'open'", timeout=TIMEOUT,
+                 message="#status still says open after the server stopped")
+    assert FAILURE_WORDS.search(status(tab)), status(tab)
+    tab.wait_for("/retrying in/.test(document.querySelector('#status').textContent)", timeout=TIMEOUT,
+                 message=f"#status never said it would retry (it says {status(tab)!r})")
+    with running_stage(stage, "--port", str(port), tmp_path=tmp_path, speed=SPEED) as server:
+        assert server.port == port
+        wait_open(tab)
+        if stage == "test3":
+            assert TIMESTAMP.match(send(tab, "GET_TIME"))
+        else:
+            reply = press(tab, "#start") if stage >= "test7" else send(tab, "START")
+            assert not reply.startswith("ERROR"), f"START was refused: {reply!r}"
+            wait_count(tab, count(tab) + 3)
