@@ -1,6 +1,6 @@
 """The stage servers over TLS: --certfile/--keyfile, wss:// and (test9) https://.
 
-Each real testN/server.py (test3 and later) runs as a subprocess
+Each real testN/server.py (every stage: the options come from common/runner.py) runs as a subprocess
 (tests/stage_util.py) with the self-signed *test fixture* in tests/fixtures/
 (see tests/fixtures/README.md), and is talked to with common.connect and
 http.client, both verifying the certificate against that fixture, host name
@@ -32,7 +32,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CERT = FIXTURES / "localhost.pem"
 KEY = FIXTURES / "localhost.key"
 TIMEOUT = 5.0                           # bound on every single wait for an event
-TLS_STAGES = ["test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
+TLS_STAGES = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 READING = re.compile(r"SENSOR,\d+,-?\d+\.\d{3},-?\d+\.\d{3},-?\d+\.\d{3}")   # test8, test9
 
@@ -144,15 +144,17 @@ def test_test9_serves_its_page_over_https(tmp_path):
 
 @pytest.mark.parametrize("name", TLS_STAGES)
 def test_every_stage_speaks_wss(name, tmp_path):
-    """test3 to test9: with --certfile/--keyfile the command socket answers over TLS; a ws:// client fails."""
+    """Every stage, test1 on: with --certfile/--keyfile its socket speaks over TLS; a ws:// client fails."""
     with running_stage(name, *tls_options(tmp_path), tmp_path=tmp_path) as stage:
         assert stage.scheme == "wss"
 
         async def scenario() -> None:
-            path = "/" if name in ("test3", "test4") else "/commands/"
+            path = "/" if name in ("test1", "test2", "test3", "test4") else "/commands/"
             async with connect(stage.url(path), ssl=client_context()) as ws:
                 assert_tls(ws)
-                if name == "test3":
+                if name == "test1":             # the server talks first
+                    assert TIMESTAMP.fullmatch(await recv(ws))
+                elif name in ("test2", "test3"):
                     assert TIMESTAMP.fullmatch(await ask(ws, "GET_TIME"))
                 else:
                     if name == "test4":
