@@ -627,6 +627,27 @@ def test_test9_over_https_and_wss(browser, open_tab, screenshots, tmp_path) -> N
 STAGES = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
 
 
+@pytest.mark.parametrize("stage", STAGES[:-1])
+def test_page_from_disk_talks_wss_when_told(stage, browser, open_tab, tmp_path) -> None:
+    """test1 to test8: ?scheme=wss makes the page from disk open wss:// sockets to a --certfile server.
+
+    (test9 accepts only the page it served: its https:// page uses wss:// by itself.)
+    """
+    tls = ["--certfile", str(FIXTURES / "localhost.pem"), "--keyfile", str(FIXTURES / "localhost.key")]
+    browser.call("Security.setIgnoreCertificateErrors", {"ignore": True})
+    try:
+        with running_stage(stage, *tls, tmp_path=tmp_path, speed=SPEED) as server:
+            assert server.scheme == "wss"
+            tab = open_tab(page_url(stage, server.port) + "&scheme=wss")
+            if stage in ("test1", "test2"):
+                wait_open(tab)                  # they connect on load
+            else:
+                connect(tab)
+            assert f"wss://127.0.0.1:{server.port}/" in status(tab), status(tab)
+    finally:
+        browser.call("Security.setIgnoreCertificateErrors", {"ignore": False})
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_page_shows_that_no_server_answers(stage, open_tab) -> None:
     """Every page: with no server on the port, #status says so instead of hanging or claiming 'open'."""
