@@ -16,6 +16,9 @@ Modules, one concern each: :mod:`~common.frames` (the wire format),
 :mod:`~common.handshake` (the opening handshake), :mod:`~common.deflate`
 (permessage-deflate), :mod:`~common.connection` (the asyncio side),
 :mod:`~common.server`, :mod:`~common.client`, :mod:`~common.broadcast`.
+:mod:`~common.runner` is not part of the protocol: it holds what every
+tutorial stage's ``server.py`` shares around ``serve()`` (options, Ctrl+C,
+start-up lines, exit codes); ``from common import runner``.
 """
 
 from .broadcast import broadcast

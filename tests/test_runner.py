@@ -1,14 +1,22 @@
-"""common/runner.py: the --port type and the log that is opened only once the port is bound.
+"""common/runner.py: what every stage shares, tested once.
 
-Plain function calls, no sockets: argparse as the stages use it, files in
-tmp_path. How the stages use both (a second server on a busy port moves no
-log aside) is in tests/test_stages.py.
+Plain function calls: argparse as the stages use it, files in tmp_path, the
+start-up lines of a fake listening server, exit codes of runner.run() with
+small coroutines, a SIGTERM sent to this process inside runner.run(). How
+the stages use it all (each a subprocess) is in tests/test_stages.py and
+tests/test_stage_tls.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
+import logging
+import os
+import signal
+import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -16,7 +24,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make "common" importable
 
-from common import runner  # noqa: E402
+from common import InvalidOrigin, runner  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,3 +140,218 @@ def test_open_log_puts_the_previous_log_back_if_the_new_one_fails(tmp_path, monk
         runner.open_log(path)
     assert path.read_text() == "SENSOR,1.000\n"
     assert not Path(f"{path}.1").exists()
+
+
+# -------------------------------------------------------- options and parse
+
+
+@pytest.fixture
+def common_logger():
+    """The "common" logger as it was, restored after the test (parse() and print_refusals() change it)."""
+    logger = logging.getLogger("common")
+    level, filters = logger.level, list(logger.filters)
+    yield logger
+    logger.setLevel(level)
+    logger.filters[:] = filters
+
+
+def test_options_every_stage_shares(common_logger):
+    """--host (the stage's default), --port 5678, --speed 1, no --log unless asked, no TLS, no wire view."""
+    args = runner.parse(runner.options("test0: a title.\n\nThe rest.", host="127.0.0.1"), [])
+    assert (args.host, args.port, args.speed, args.verbose, args.ssl) == ("127.0.0.1", 5678, 1.0, False, None)
+    assert not hasattr(args, "log")
+    log = Path("/somewhere/log.txt")
+    args = runner.parse(runner.options("test0", host="0.0.0.0", log=log), ["--port", "0", "--speed", "20"])
+    assert (args.host, args.port, args.speed, args.log) == ("0.0.0.0", 0, 20.0, log)
+
+
+def test_help_is_the_docstring(capsys):
+    """The docstring's first paragraph is the description, the rest the epilog, line breaks kept."""
+    with pytest.raises(SystemExit) as exited:
+        runner.options("test0: a title.\n\nRun:   this\nOpen:  that", host="127.0.0.1").parse_args(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "test0: a title." in out and "Run:   this\nOpen:  that" in out and "--certfile PATH" in out
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1", 1.0), ("0.5", 0.5), ("20", 20.0)])
+def test_positive_accepts_numbers_above_0(text, expected):
+    """--speed and --keepalive: any number more than 0."""
+    assert runner.positive(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "abc", "nan", "inf", ""])
+def test_positive_refuses_anything_else(text):
+    """0, negative, not a number, infinite: ArgumentTypeError, which argparse turns into exit code 2."""
+    with pytest.raises(argparse.ArgumentTypeError, match="more than 0"):
+        runner.positive(text)
+
+
+def test_verbose_is_the_library_wire_view_only(common_logger):
+    """-v: the logger "common" at DEBUG; asyncio's and the root logger's levels are left alone."""
+    root, aio = logging.getLogger().level, logging.getLogger("asyncio").level
+    runner.parse(runner.options("test0", host="127.0.0.1"), ["-v"])
+    assert common_logger.level == logging.DEBUG
+    assert (logging.getLogger().level, logging.getLogger("asyncio").level) == (root, aio)
+
+
+def test_certfile_gives_a_server_ssl_context(common_logger):
+    """--certfile and --keyfile: args.ssl is a server-side SSLContext with that certificate."""
+    args = runner.parse(runner.options("test0", host="127.0.0.1"),
+                        ["--certfile", str(FIXTURES / "localhost.pem"), "--keyfile", str(FIXTURES / "localhost.key")])
+    assert isinstance(args.ssl, ssl.SSLContext) and args.ssl.protocol == ssl.PROTOCOL_TLS_SERVER
+
+
+@pytest.mark.parametrize("problem", ["missing", "not a certificate", "keyfile alone"])
+def test_bad_certificate_exits_2_with_one_line(problem, tmp_path, capsys, common_logger):
+    """A certificate that cannot be loaded: exit 2 and one line, error: ...; --keyfile alone: argparse's error."""
+    argv = {"missing": ["--certfile", str(tmp_path / "nowhere.pem")],
+            "not a certificate": ["--certfile", str(FIXTURES / "README.md")],
+            "keyfile alone": ["--keyfile", str(FIXTURES / "localhost.key")]}[problem]
+    with pytest.raises(SystemExit) as exited:
+        runner.parse(runner.options("test0", host="127.0.0.1"), argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    if problem == "keyfile alone":
+        assert "error: --keyfile goes with --certfile" in err
+    else:
+        assert err.startswith(f"error: cannot load the certificate {argv[1]}") and len(err.splitlines()) == 1
+
+
+# ----------------------------------------------------------------- announce
+
+
+class FakeServer:
+    """What announce() reads of a Server: the address of its first listening socket."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sockets = [type("Socket", (), {"getsockname": lambda self: (host, port)})()]
+
+
+@pytest.mark.parametrize(("port", "tls", "query"), [(5678, False, ""), (4321, False, "?port=4321"),
+                                                    (5678, True, "?scheme=wss"), (4321, True, "?port=4321&scheme=wss")])
+def test_announce_names_the_page_with_what_it_cannot_guess(port, tls, query, capsys):
+    """A page from disk: file://...client.html, with ?port= when not 5678 and ?scheme=wss under TLS."""
+    page = Path("/lab/test1/client.html")
+    args = argparse.Namespace(ssl=object() if tls else None)
+    runner.announce(FakeServer("127.0.0.1", port), args, page)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"listening on {'wss' if tls else 'ws'}://127.0.0.1:{port}/"
+    assert out[1].startswith("only clients that can reach 127.0.0.1 can connect")
+    assert out[-1] == f"open {page.as_uri()}{query} in a browser; Ctrl+C stops the server"
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_announce_a_served_page_and_the_lan_addresses(tls, capsys, monkeypatch):
+    """page None (test9): http(s)://localhost:PORT/; on 0.0.0.0, every LAN address as a URL to open."""
+    monkeypatch.setattr(runner, "lan_addresses", lambda: ["192.168.1.20", "10.0.0.5"])
+    runner.announce(FakeServer("0.0.0.0", 5678), argparse.Namespace(ssl=object() if tls else None), None)
+    web = "https" if tls else "http"
+    assert capsys.readouterr().out.splitlines() == [
+        f"listening on {'wss' if tls else 'ws'}://0.0.0.0:5678/",
+        f"on another device on this network, open {web}://192.168.1.20:5678/ or {web}://10.0.0.5:5678/",
+        f"open {web}://localhost:5678/ in a browser; Ctrl+C stops the server",
+    ]
+
+
+def test_announce_on_every_interface_without_a_lan_address(capsys, monkeypatch):
+    """No address found for the host name: say where to look it up."""
+    monkeypatch.setattr(runner, "lan_addresses", lambda: [])
+    runner.announce(FakeServer("0.0.0.0", 5678), argparse.Namespace(ssl=None), Path("/lab/client.html"))
+    out = capsys.readouterr().out
+    assert "no network address found" in out and "on this machine, connect to localhost" in out
+
+
+def test_lan_addresses_are_ipv4_and_not_loopback():
+    """Whatever this machine's name resolves to, minus 127.x; never raises."""
+    for address in runner.lan_addresses():
+        socket.inet_aton(address)
+        assert not address.startswith("127.")
+
+
+# ---------------------------------------------------------------------- run
+
+
+def test_run_returns_0_once_stopped(capsys):
+    """The stage sets stop_event() itself (test5 does on a full disk): stopped() returns, exit 0."""
+    async def stage() -> None:
+        asyncio.get_running_loop().call_soon(runner.stop_event().set)
+        await runner.stopped()
+    assert runner.run(stage()) == 0
+    assert capsys.readouterr().out == "server stopped\n"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_run_stops_on_sigterm_and_ctrl_c(sig, capsys):
+    """SIGTERM or SIGINT while the stage waits in stopped(): it returns, the stage's cleanup runs, exit 0."""
+    cleaned = []
+
+    async def stage() -> None:
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), getattr(signal, sig))
+        try:
+            await asyncio.wait_for(runner.stopped(), 10)
+        finally:
+            cleaned.append(True)
+    assert runner.run(stage()) == 0
+    assert cleaned == [True]
+    assert capsys.readouterr().out == "server stopped\n"
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (OSError(errno.EADDRINUSE, "address already in use"), 1),
+    (runner.LogError("cannot write the log /nowhere/log.txt: No such file or directory"), 2),
+])
+def test_run_turns_errors_into_one_line_and_an_exit_code(error, code, capsys):
+    """A busy port: error: ..., exit 1; a log that cannot be written: exit 2; no traceback either way."""
+    async def stage() -> None:
+        raise error
+    assert runner.run(stage()) == code
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: {error}\n"
+
+
+# ---------------------------------------------------------------- printable
+
+
+@pytest.mark.parametrize(("message", "shown"), [
+    ("FLY", "FLY"), ("GET_TIME", "GET_TIME"), ("x" * 40, "x" * 40),
+    ("x" * 41, repr("x" * 20) + "..."), ("", "''"), (" ", "' '"), ("STOP\n", "'STOP\\n'"), ("START\x00", "'START\\x00'"),
+    (b"START", "<5 bytes of binary>"), (b"", "<0 bytes of binary>"),
+])
+def test_printable_keeps_what_a_client_sent_short_and_readable(message, shown):
+    """Plain short text as it is; bytes as their count; anything else as a cut repr()."""
+    assert runner.printable(message) == shown
+
+
+def test_printable_is_short_for_huge_messages():
+    """100 KB of text or 1 MB of bytes: a few dozen characters, one line."""
+    for message in ("é" * 100_000, b"\x00" * 2**20):
+        shown = runner.printable(message)
+        assert len(shown) < 40 and "\n" not in shown
+
+
+# ----------------------------------------------------------- print_refusals
+
+
+def test_print_refusals_prints_what_serve_refused_by_itself(common_logger, capsys):
+    """A refusal logged at INFO with its InvalidHandshake: one console line with the status and why."""
+    common_logger.setLevel(logging.NOTSET)
+    runner.print_refusals(verbose=False)
+    assert common_logger.level == logging.INFO
+    record = common_logger.makeRecord("common", logging.INFO, __file__, 1, "%s: handshake refused with %d: %s",
+                                      ("127.0.0.1:1", 403, InvalidOrigin("origin 'null' is not allowed")), None)
+    assert not common_logger.filter(record)                 # printed, not logged a second time
+    assert capsys.readouterr().out == "HTTP request -> 403: origin 'null' is not allowed\n"
+    other = common_logger.makeRecord("common", logging.INFO, __file__, 1, "a frame", (), None)
+    assert not common_logger.filter(other)                  # the wire view only with -v
+    assert capsys.readouterr().out == ""
+
+
+def test_print_refusals_with_verbose_keeps_the_wire_view(common_logger, capsys):
+    """-v: the lines still reach the log as well, at DEBUG."""
+    common_logger.setLevel(logging.DEBUG)
+    runner.print_refusals(verbose=True)
+    assert common_logger.level == logging.DEBUG
+    other = common_logger.makeRecord("common", logging.DEBUG, __file__, 1, "a frame", (), None)
+    assert common_logger.filter(other)
