@@ -23,7 +23,7 @@ data clients; stream_data() only joins and leaves that set. The thread sleeps
 on a threading.Event, whose timeout is its clock and which START, STOP and
 shutdown set to wake it at once: no polling. --log names the log, opened by
 runner.open_log() once the port is ours; a disk that fills up stops the
-server with "error: cannot write the log ...". The page is test4b's.
+server with "error: cannot write the log ...". The page changes only its words.
 
 Run:   python3 test5/server.py    (-v: every frame; --help: all options)
 Open:  test5/client.html in two tabs (or on two devices), Connect both, then
