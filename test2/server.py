@@ -28,7 +28,7 @@ from common import Data, ServerConnection, runner, serve  # noqa: E402
 
 HOST = "127.0.0.1"      # this machine only
 PAGE = Path(__file__).resolve().with_name("client.html")
-# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (README, Security).
+# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (SECURITY.md).
 ORIGINS = [None, "null"]
 GREETING = "Hello, client!"
 

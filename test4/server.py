@@ -41,7 +41,7 @@ from common import CloseCode, ConnectionClosed, ServerConnection, runner, serve 
 
 HOST = "0.0.0.0"        # every network interface: other devices can connect
 PAGE = Path(__file__).resolve().with_name("client.html")
-# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (README, Security).
+# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (SECURITY.md).
 ORIGINS = [None, "null"]
 SAMPLE_PERIOD = 0.1     # seconds between two readings while the sensor is on
 

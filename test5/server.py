@@ -47,7 +47,7 @@ from common import Headers, ServerConnection, broadcast, runner, serve  # noqa: 
 
 HOST = "0.0.0.0"        # every network interface: other devices can connect
 PAGE = Path(__file__).resolve().with_name("client.html")
-# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (README, Security).
+# Who may connect (Origin, RFC 6455 §10.2): this page from disk ("null"), scripts (None); not quite safe (SECURITY.md).
 ORIGINS = [None, "null"]
 LOG = Path(__file__).resolve().with_name("log.txt")
 SAMPLE_PERIOD = 0.25    # seconds between two samples (4 Hz) while the sensor is on
