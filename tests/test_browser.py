@@ -1,10 +1,12 @@
-"""Browser tests: every stage used as a person would, in headless Chromium.
+"""Browser tests: every stage used as a person would, in headless Chromium and in headless Firefox.
 
-Each test starts the stage's server on a free port (``running_stage``, at
-``--speed 20``), opens the stage's page in Chromium (driven by ``tests/cdp.py``
-over the DevTools Protocol with our own ``common.connect``), does what
-``seed.md`` tells a person to do (type, click) and checks what that person
-would see, through the pages' DOM contract:
+Each test runs once per engine (its id says which: ``[chromium-...]``,
+``[firefox-...]``). It starts the stage's server on a free port
+(``running_stage``, at ``--speed 20``), opens the stage's page in the browser
+(Chromium driven over the DevTools Protocol by ``tests/cdp.py``, Firefox over
+WebDriver BiDi by ``tests/bidi.py``, both with our own ``common.connect``),
+does what ``seed.md`` tells a person to do (type, click) and checks what that
+person would see, through the pages' DOM contract:
 
 * every page: ``#messages`` (one child per message, newest last) and
   ``#status`` whose ``data-state`` is ``connecting``, ``open`` or ``closed``;
@@ -18,12 +20,15 @@ would see, through the pages' DOM contract:
   test9 is also served by its own server at ``/`` and ``/dashboard``, over
   https:// too (--certfile), connects by itself to the server that served it
   (no Connect pressed), and its sockets negotiate permessage-deflate with
-  Chromium (the handshake answers seen in DevTools' Network domain).
+  the browser (``ws.extensions``, recorded as the page's sockets open).
 
 One screenshot per stage is saved in a temporary folder (shown with
 ``pytest -s``) and checked to be a real render of the viewport's size.
 
-Without Chromium the tests are skipped; with ``CI=true`` they fail instead.
+Where the engines differ, the test says so and asserts the same for both
+(README's "Two browsers" lists the differences). Without one of the browsers
+its tests are skipped, with one line that says how to install it; with
+``CI=true`` they fail instead. ``-k chromium`` or ``-k firefox`` runs one engine.
 """
 
 from __future__ import annotations
@@ -40,11 +45,17 @@ from pathlib import Path
 
 import pytest
 
+import common
+
 try:                                    # tests/ as a package or as a plain directory
-    from . import cdp
+    from . import bidi, cdp, png
+    from .driver import POLL_INTERVAL, Browser, Page
     from .stage_util import running_stage
 except ImportError:
+    import bidi
     import cdp
+    import png
+    from driver import POLL_INTERVAL, Browser, Page
     from stage_util import running_stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,20 +130,64 @@ LEGEND_IN_CHART = """(() => {
 })()"""
 
 
+# Records every WebSocket the page makes (attempts included), and, once open, the
+# subprotocol and extensions the browser agreed on. Installed before the page's script runs.
+SOCKETS = """
+window.__sockets = [];
+window.WebSocket = new Proxy(WebSocket, { construct(target, args) {
+  const ws = new target(...args), record = { url: ws.url, protocol: null, extensions: null };
+  __sockets.push(record);
+  ws.addEventListener("open", () => { record.protocol = ws.protocol; record.extensions = ws.extensions; });
+  return ws;
+} });
+"""
+
+# Counts the page's visibilitychange listeners on document as the DOM keeps them: one per
+# (function, capture) pair, added twice still one, removed with the same pair.
+VISIBILITY_LISTENERS = """
+const listening = new Map();
+const capture = (options) => typeof options === "boolean" ? options : !!(options && options.capture);
+const add = document.addEventListener, remove = document.removeEventListener;
+document.addEventListener = function (type, listener, options) {
+  if (type === "visibilitychange" && listener) {
+    if (!listening.has(listener)) listening.set(listener, new Set());
+    listening.get(listener).add(capture(options));
+  }
+  return add.call(this, type, listener, options);
+};
+document.removeEventListener = function (type, listener, options) {
+  if (type === "visibilitychange" && listening.has(listener)) {
+    listening.get(listener).delete(capture(options));
+    if (!listening.get(listener).size) listening.delete(listener);
+  }
+  return remove.call(this, type, listener, options);
+};
+window.__visibilityListeners = () => [...listening.values()].reduce((n, flags) => n + flags.size, 0);
+"""
+
+
 # ------------------------------------------------------------------ fixtures
 
-@pytest.fixture(scope="session")
-def browser(request: pytest.FixtureRequest) -> Iterator[cdp.Browser]:
-    """One headless Chromium for the whole session; skipped (or failed on CI) if missing."""
-    executable = cdp.find_chromium()
+# Each engine: its driver, how to find its executable, the environment variable that names one.
+ENGINES = {
+    "chromium": (cdp.Chromium, cdp.find_chromium, "CHROMIUM", cdp.INSTALL_HINT),
+    "firefox": (bidi.Firefox, bidi.find_firefox, "FIREFOX", bidi.INSTALL_HINT),
+}
+
+
+@pytest.fixture(scope="session", params=list(ENGINES))
+def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
+    """One headless browser of each engine for the whole session; skipped (or failed on CI) if missing."""
+    driver, find, variable, hint = ENGINES[request.param]
+    executable = find()
     if executable is None:
-        wanted = os.environ.get("CHROMIUM")
-        reason = "chromium not found: apt-get install chromium" + (f" (CHROMIUM={wanted} is not an executable)" if wanted else "")
+        wanted = os.environ.get(variable)
+        reason = f"{request.param} not found: {hint}" + (f" ({variable}={wanted} is not an executable)" if wanted else "")
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}; CI=true requires the browser tests to run", pytrace=False)
         pytest.skip(reason)
-    browser = cdp.Browser(executable)
-    request.addfinalizer(browser.close)       # always: kill Chromium, delete its profile
+    browser = driver(executable)
+    request.addfinalizer(browser.close)       # always: kill the browser, delete its profile
     return browser
 
 
@@ -145,21 +200,26 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def open_tab(browser: cdp.Browser) -> Iterator[Callable[..., cdp.Tab]]:
+def open_tab(browser: Browser) -> Iterator[Callable[..., Page]]:
     """Open tabs on demand (``open_tab(url)``); all are closed after the test.
 
-    ``open_tab(url, network=True)`` turns on DevTools' Network domain before the
-    page loads, so that ``tab.websockets`` records every socket the page opens.
+    ``open_tab(url, record_sockets=True)`` records every socket the page makes
+    in ``__sockets`` (see SOCKETS); ``insecure_certs=True`` makes that tab alone
+    accept the fixture's self-signed certificate; ``count_listeners=True``
+    counts its visibilitychange listeners (``__visibilityListeners()``).
     A test fails if a page threw an uncaught JavaScript exception.
     """
-    tabs: list[cdp.Tab] = []
+    tabs: list[Page] = []
 
-    def open_(url: str, *, network: bool = False) -> cdp.Tab:
-        tab = browser.new_tab(*VIEWPORT)
+    def open_(url: str, *, record_sockets: bool = False, insecure_certs: bool = False,
+              count_listeners: bool = False) -> Page:
+        tab = browser.new_tab(*VIEWPORT, insecure_certs=insecure_certs)
         tabs.append(tab)
-        tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": COUNTERS})
-        if network:
-            tab.call("Network.enable")
+        tab.add_init_script(COUNTERS)
+        if record_sockets:
+            tab.add_init_script(SOCKETS)
+        if count_listeners:
+            tab.add_init_script(VISIBILITY_LISTENERS)
         tab.navigate(url)
         return tab
 
@@ -190,42 +250,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def state(tab: cdp.Tab) -> str:
+def state(tab: Page) -> str:
     return tab.evaluate("document.querySelector('#status').dataset.state")
 
 
-def status(tab: cdp.Tab) -> str:
+def status(tab: Page) -> str:
     return tab.text("#status") or ""
 
 
-def count(tab: cdp.Tab) -> int:
+def count(tab: Page) -> int:
     """How many messages were ever added to #messages."""
     return tab.evaluate("__lab.messages")
 
 
-def messages(tab: cdp.Tab) -> list[str]:
+def messages(tab: Page) -> list[str]:
     """The texts of the messages now in #messages, oldest first."""
     return tab.evaluate("[...document.querySelectorAll('#messages > *')].map((e) => e.textContent)")
 
 
-def wait_open(tab: cdp.Tab) -> None:
+def wait_open(tab: Page) -> None:
     tab.wait_for("document.querySelector('#status').dataset.state === 'open'", timeout=TIMEOUT,
                  message=f"#status never became open (it says {status(tab)!r})")
 
 
-def connect(tab: cdp.Tab, host: str = "127.0.0.1") -> None:
+def connect(tab: Page, host: str = "127.0.0.1") -> None:
     """Type the server's address in #host, press Connect, wait for 'open'."""
     tab.type("#host", host)
     tab.click("#connect")
     wait_open(tab)
 
 
-def wait_count(tab: cdp.Tab, at_least: int) -> int:
+def wait_count(tab: Page, at_least: int) -> int:
     return tab.wait_for(f"__lab.messages >= {at_least} && __lab.messages", timeout=TIMEOUT,
                         message=f"#messages never reached {at_least} messages")
 
 
-def send(tab: cdp.Tab, command: str) -> str:
+def send(tab: Page, command: str) -> str:
     """Type ``command`` in #command, press Send, return the reply shown in #response."""
     before = tab.evaluate("__lab.responses")
     tab.type("#command", command)
@@ -234,7 +294,7 @@ def send(tab: cdp.Tab, command: str) -> str:
     return tab.text("#response") or ""
 
 
-def press(tab: cdp.Tab, button: str) -> str:
+def press(tab: Page, button: str) -> str:
     """Click #start or #stop, return the reply shown in #response."""
     before = tab.evaluate("__lab.responses")
     tab.click(button)
@@ -242,19 +302,19 @@ def press(tab: cdp.Tab, button: str) -> str:
     return tab.text("#response") or ""
 
 
-def fingerprint(tab: cdp.Tab) -> list[int]:
+def fingerprint(tab: Page) -> list[int]:
     value = tab.evaluate(CANVAS_FINGERPRINT)
     assert value, "the page has no canvas#chart with a size"
     return value
 
 
-def wait_chart_change(tab: cdp.Tab, old: list[int], message: str) -> None:
+def wait_chart_change(tab: Page, old: list[int], message: str) -> None:
     """Wait (bounded) until the chart's pixels differ from the fingerprint ``old``."""
     tab.wait_for(f"(() => {{ const f = {CANVAS_FINGERPRINT}; return f && f[2] !== {old[2]}; }})()",
                  timeout=TIMEOUT, message=message)
 
 
-def wait_quiet(tabs: list[cdp.Tab], window: float, *, chart: bool, bound: float = TIMEOUT) -> list[tuple[int, list[int] | None]]:
+def wait_quiet(tabs: list[Page], window: float, *, chart: bool, bound: float = TIMEOUT) -> list[tuple[int, list[int] | None]]:
     """Wait until no tab changes (message count, and chart pixels if ``chart``) for ``window`` seconds.
 
     This is how "it stopped" is observed: readings that were already on their
@@ -269,14 +329,14 @@ def wait_quiet(tabs: list[cdp.Tab], window: float, *, chart: bool, bound: float 
     while time.monotonic() - since < window:
         if time.monotonic() > deadline:
             raise AssertionError(f"the pages kept changing for {bound} s after STOP: now {last}")
-        time.sleep(cdp.POLL_INTERVAL)
+        time.sleep(POLL_INTERVAL)
         now = snapshot()
         if now != last:
             last, since = now, time.monotonic()
     return last
 
 
-def assert_unchanged(tabs: list[cdp.Tab], window: float, expected: list[tuple[int, list[int] | None]], *, chart: bool) -> None:
+def assert_unchanged(tabs: list[Page], window: float, expected: list[tuple[int, list[int] | None]], *, chart: bool) -> None:
     """Watch the pages for ``window`` seconds: no message may arrive, no chart pixel change."""
     end = time.monotonic() + window
     while True:
@@ -284,25 +344,25 @@ def assert_unchanged(tabs: list[cdp.Tab], window: float, expected: list[tuple[in
         assert now == expected, f"the pages changed after they had stopped: {expected} -> {now}"
         if time.monotonic() >= end:
             return
-        time.sleep(cdp.POLL_INTERVAL)
+        time.sleep(POLL_INTERVAL)
 
 
-def save_screenshot(tab: cdp.Tab, folder: Path, name: str) -> Path:
+def save_screenshot(tab: Page, folder: Path, name: str) -> Path:
     """Capture the viewport, check it is a real render of the right size, save it."""
-    png = tab.screenshot()
-    assert cdp.png_size(png) == VIEWPORT, f"screenshot is {cdp.png_size(png)}, the viewport is {VIEWPORT}"
-    colors = cdp.png_distinct_colors(png, enough=64)
+    shot = tab.screenshot()
+    assert png.png_size(shot) == VIEWPORT, f"screenshot is {png.png_size(shot)}, the viewport is {VIEWPORT}"
+    colors = png.png_distinct_colors(shot, enough=64)
     assert colors >= 64, f"the screenshot of {name} looks blank: {colors} distinct colours"
-    path = folder / f"{name}.png"
-    path.write_bytes(png)
-    print(f"screenshot of {name}: {path}")
+    path = folder / f"{tab.browser.name}-{name}.png"
+    path.write_bytes(shot)
+    print(f"screenshot of {name} in {tab.browser.name}: {path}")
     return path
 
 
 # -------------------------------------------------------- the driver itself
 
-def test_devtools_socket_carries_multi_megabyte_messages(browser: cdp.Browser, open_tab: Callable[[str], cdp.Tab]) -> None:
-    """Our client talks to Chromium's own WebSocket server both ways, far beyond 1 MiB."""
+def test_driver_socket_carries_multi_megabyte_messages(browser: Browser, open_tab: Callable[[str], Page]) -> None:
+    """Our client talks to the browser's own WebSocket server (DevTools, BiDi) both ways, far beyond 1 MiB."""
     tab = open_tab("about:blank")
     echoed = tab.evaluate("'" + "x" * 3_000_000 + "'.length")   # 3 MB sent by us, masked
     assert echoed == 3_000_000
@@ -316,27 +376,27 @@ def test_devtools_socket_carries_multi_megabyte_messages(browser: cdp.Browser, o
         for (let i = 3; i < img.data.length; i += 4) img.data[i] = 255;
         ctx.putImageData(img, 0, 0);
     }})()""")
-    png = tab.screenshot()
-    assert len(png) > 2 * 2**20
-    assert cdp.png_size(png) == VIEWPORT
-    assert browser.ws is not None and browser.ws.state is cdp.common.State.OPEN
+    shot = tab.screenshot()
+    assert len(shot) > 2 * 2**20
+    assert png.png_size(shot) == VIEWPORT
+    assert browser.ws is not None and browser.ws.state is common.State.OPEN
 
 
-def test_png_check_counts_colours_exactly(open_tab: Callable[[str], cdp.Tab]) -> None:
+def test_png_check_counts_colours_exactly(open_tab: Callable[[str], Page]) -> None:
     """The PNG decoder sees exactly the colours painted: four stripes, four colours."""
     tab = open_tab("data:text/html,<body style='margin:0'>" + "".join(
         f"<div style='height:{VIEWPORT[1] // 4}px;background:{c}'></div>" for c in ("%23123456", "%23abcdef", "%23ff0000", "%2300ff7f")))
-    png = tab.screenshot()
-    assert cdp.png_size(png) == VIEWPORT
-    assert cdp.png_distinct_colors(png, enough=1000) == 4
+    shot = tab.screenshot()
+    assert png.png_size(shot) == VIEWPORT
+    assert png.png_distinct_colors(shot, enough=1000) == 4
 
 
-def test_blank_render_is_recognised_as_blank(open_tab: Callable[[str], cdp.Tab]) -> None:
+def test_blank_render_is_recognised_as_blank(open_tab: Callable[[str], Page]) -> None:
     """The screenshot check tells a blank page from a real one."""
     tab = open_tab("about:blank")
-    png = tab.screenshot()
-    assert cdp.png_size(png) == VIEWPORT
-    assert cdp.png_distinct_colors(png, enough=64) == 1
+    shot = tab.screenshot()
+    assert png.png_size(shot) == VIEWPORT
+    assert png.png_distinct_colors(shot, enough=64) == 1
 
 
 # -------------------------------------------------------------------- stages
@@ -386,10 +446,10 @@ def wait_logged(server, pattern: re.Pattern[str], *, more_than: int) -> None:
     deadline = time.monotonic() + TIMEOUT
     while len(pattern.findall(server.output())) <= more_than:
         assert time.monotonic() < deadline, f"the server never printed {pattern.pattern} again:\n{server.output()}"
-        time.sleep(cdp.POLL_INTERVAL)
+        time.sleep(POLL_INTERVAL)
 
 
-def start_then_stop(server, tabs: list[cdp.Tab], starter: cdp.Tab, stopper: cdp.Tab, *, buttons: bool, chart: bool) -> None:
+def start_then_stop(server, tabs: list[Page], starter: Page, stopper: Page, *, buttons: bool, chart: bool) -> None:
     """START in ``starter``: every tab fills. STOP in ``stopper``: every tab stops.
 
     "Stops" is measured, not assumed: while running, the pages time the
@@ -467,7 +527,7 @@ def test_one_tab_controls_every_tab(stage, open_tab, screenshots, tmp_path) -> N
         save_screenshot(tabs[1], screenshots, stage)
 
 
-def check_legend(tab: cdp.Tab, names: list[str] | None) -> None:
+def check_legend(tab: Page, names: list[str] | None) -> None:
     """#legend names the series (``names``, if given), and each series is drawn in its colour."""
     legend = tab.evaluate(LEGEND_IN_CHART)
     assert legend, "#legend is empty"
@@ -554,19 +614,15 @@ def test_a_sandboxed_frame_of_any_web_site_sends_origin_null(stage, open_tab, tm
             assert not re.search(r"\bSTART\b", server.output()), server.output()
 
 
-def handshakes(tab: cdp.Tab, at_least: int) -> list[tuple[str, dict]]:
-    """(url, response) of the page's WebSocket handshakes, as Chromium received them; needs
-    "Network.enable" before the sockets open. Waits (bounded) until ``at_least`` have answered."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        answered = [(ws.get("url", "?"), ws["response"]) for ws in list(tab.websockets.values()) if "response" in ws]
-        if len(answered) >= at_least:
-            return answered
-        assert time.monotonic() < deadline, f"{len(answered)} WebSocket handshake(s) answered, not {at_least}: {tab.websockets}"
-        time.sleep(cdp.POLL_INTERVAL)
+def opened_sockets(tab: Page, at_least: int) -> list[dict]:
+    """The page's WebSockets that opened, as the page saw them (url, protocol, extensions);
+    needs ``record_sockets=True``. Waits (bounded) until ``at_least`` have opened."""
+    return tab.wait_for(f"(() => {{ const open = __sockets.filter((s) => s.extensions !== null);"
+                        f" return open.length >= {at_least} && open; }})()",
+                        timeout=TIMEOUT, message=f"fewer than {at_least} of the page's WebSockets opened")
 
 
-def check_readings_flow(tab: cdp.Tab) -> None:
+def check_readings_flow(tab: Page) -> None:
     """Start: readings arrive (and are drawn); Stop: acknowledged."""
     before, shown = count(tab), fingerprint(tab)
     assert press(tab, "#start") == "OK: acquisition started"
@@ -579,73 +635,76 @@ def check_readings_flow(tab: cdp.Tab) -> None:
 def test_test9_connects_by_itself_to_the_server_that_served_it(open_tab, tmp_path) -> None:
     """test9: the served page opens its two sockets to its own server without Connect being pressed."""
     with running_stage("test9", tmp_path=tmp_path, speed=SPEED) as server:
-        tab = open_tab(f"http://localhost:{server.port}/dashboard", network=True)   # a name, not the address typed anywhere
+        tab = open_tab(f"http://localhost:{server.port}/dashboard", record_sockets=True)   # a name, not the address typed anywhere
         wait_open(tab)
-        sockets = handshakes(tab, 2)
-        assert sorted(url for url, _ in sockets) == [f"ws://localhost:{server.port}{path}" for path in ("/commands/", "/stream_data/")]
-        assert len(tab.websockets) == 2, f"more sockets than the page's two: {tab.websockets}"
+        sockets = opened_sockets(tab, 2)
+        assert sorted(s["url"] for s in sockets) == [f"ws://localhost:{server.port}{path}" for path in ("/commands/", "/stream_data/")]
+        assert tab.evaluate("__sockets.length") == 2, f"more sockets than the page's two: {tab.evaluate('__sockets')}"
         assert tab.evaluate("document.querySelector('#host').value") == "localhost"
         assert f"ws://localhost:{server.port}/" in status(tab)
         check_readings_flow(tab)
 
 
-def test_test9_negotiates_permessage_deflate_with_chromium(open_tab, tmp_path) -> None:
+def test_test9_negotiates_permessage_deflate_with_the_browser(open_tab, tmp_path) -> None:
     """test9: both of the page's sockets get permessage-deflate from the server, and the dashboard works."""
     with running_stage("test9", tmp_path=tmp_path, speed=SPEED) as server:
-        tab = open_tab(live_page_url("test9", server.port), network=True)   # tab.websockets records each handshake
+        tab = open_tab(live_page_url("test9", server.port), record_sockets=True)
         wait_open(tab)                              # it connects by itself
-        sockets = handshakes(tab, 2)
-        assert sorted(url for url, _ in sockets) == [f"ws://127.0.0.1:{server.port}{path}" for path in ("/commands/", "/stream_data/")]
-        for url, response in sockets:
-            headers = {name.lower(): value for name, value in response.get("headers", {}).items()}
-            assert response.get("status") == 101, (url, response)
-            assert "permessage-deflate" in headers.get("sec-websocket-extensions", ""), f"{url}: the server answered {headers}"
+        sockets = opened_sockets(tab, 2)
+        assert sorted(s["url"] for s in sockets) == [f"ws://127.0.0.1:{server.port}{path}" for path in ("/commands/", "/stream_data/")]
+        for socket_ in sockets:
+            assert socket_["extensions"].startswith("permessage-deflate"), f"{socket_['url']}: extensions {socket_['extensions']!r}"
         check_readings_flow(tab)
 
 
-def test_test9_over_https_and_wss(browser, open_tab, screenshots, tmp_path) -> None:
+def test_test9_over_https_and_wss(open_tab, screenshots, tmp_path) -> None:
     """test9 --certfile/--keyfile: the page over https://, its sockets over wss://, the dashboard works.
 
-    The fixture certificate is self-signed: Chromium is told to accept it for
-    this test only (Security.setIgnoreCertificateErrors, as --ignore-certificate-errors).
+    The fixture certificate is self-signed: the test's tab alone is told to accept it.
     """
     tls = ["--certfile", str(FIXTURES / "localhost.pem"), "--keyfile", str(FIXTURES / "localhost.key")]
-    browser.call("Security.setIgnoreCertificateErrors", {"ignore": True})
-    try:
-        with running_stage("test9", *tls, tmp_path=tmp_path, speed=SPEED) as server:
-            tab = open_tab(server.http_url("/"), network=True)
-            assert tab.evaluate("location.protocol") == "https:"
-            wait_open(tab)                          # it connects by itself, over wss:
-            assert sorted(url for url, _ in handshakes(tab, 2)) == [server.url("/commands/"), server.url("/stream_data/")]
-            assert server.url("/").startswith("wss://") and "wss://" in status(tab)
-            check_readings_flow(tab)
-            save_screenshot(tab, screenshots, "test9-https")
-    finally:
-        browser.call("Security.setIgnoreCertificateErrors", {"ignore": False})
+    with running_stage("test9", *tls, tmp_path=tmp_path, speed=SPEED) as server:
+        tab = open_tab(server.http_url("/"), record_sockets=True, insecure_certs=True)
+        assert tab.evaluate("location.protocol") == "https:"
+        wait_open(tab)                          # it connects by itself, over wss:
+        assert sorted(s["url"] for s in opened_sockets(tab, 2)) == [server.url("/commands/"), server.url("/stream_data/")]
+        assert server.url("/").startswith("wss://") and "wss://" in status(tab)
+        check_readings_flow(tab)
+        save_screenshot(tab, screenshots, "test9-https")
 
 
 STAGES = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
 
 
 @pytest.mark.parametrize("stage", STAGES[:-1])
-def test_page_from_disk_talks_wss_when_told(stage, browser, open_tab, tmp_path) -> None:
+def test_page_from_disk_talks_wss_when_told(stage, open_tab, tmp_path) -> None:
     """test1 to test8: ?scheme=wss makes the page from disk open wss:// sockets to a --certfile server.
 
     (test9 accepts only the page it served: its https:// page uses wss:// by itself.)
     """
     tls = ["--certfile", str(FIXTURES / "localhost.pem"), "--keyfile", str(FIXTURES / "localhost.key")]
-    browser.call("Security.setIgnoreCertificateErrors", {"ignore": True})
-    try:
-        with running_stage(stage, *tls, tmp_path=tmp_path, speed=SPEED) as server:
-            assert server.scheme == "wss"
-            tab = open_tab(page_url(stage, server.port) + "&scheme=wss")
-            if stage in ("test1", "test2"):
-                wait_open(tab)                  # they connect on load
-            else:
-                connect(tab)
-            assert f"wss://127.0.0.1:{server.port}/" in status(tab), status(tab)
-    finally:
-        browser.call("Security.setIgnoreCertificateErrors", {"ignore": False})
+    with running_stage(stage, *tls, tmp_path=tmp_path, speed=SPEED) as server:
+        assert server.scheme == "wss"
+        tab = open_tab(page_url(stage, server.port) + "&scheme=wss", insecure_certs=True)
+        if stage in ("test1", "test2"):
+            wait_open(tab)                  # they connect on load
+        else:
+            connect(tab)
+        assert f"wss://127.0.0.1:{server.port}/" in status(tab), status(tab)
+
+
+def test_only_the_tab_told_so_accepts_the_self_signed_certificate(open_tab, tmp_path) -> None:
+    """insecure_certs=True concerns its own tab: another tab refuses the same wss:// server."""
+    tls = ["--certfile", str(FIXTURES / "localhost.pem"), "--keyfile", str(FIXTURES / "localhost.key")]
+    with running_stage("test2", *tls, tmp_path=tmp_path, speed=SPEED) as server:
+        url = page_url("test2", server.port) + "&scheme=wss"
+        trusting = open_tab(url, insecure_certs=True)
+        wait_open(trusting)
+        other = open_tab(url)
+        other.wait_for("document.querySelector('#status').dataset.state === 'closed'", timeout=TIMEOUT,
+                       message=f"the tab without insecure_certs did not fail (it says {status(other)!r})")
+        assert FAILURE_WORDS.search(status(other)), status(other)
+        assert state(trusting) == "open"
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -661,33 +720,22 @@ def test_page_shows_that_no_server_answers(stage, open_tab) -> None:
     assert count(tab) == 0
 
 
-def visibility_listeners(tab: cdp.Tab) -> int:
-    """How many visibilitychange listeners are on the page's document, as the browser itself lists them."""
-    document = tab.call("Runtime.evaluate", {"expression": "document"})["result"]["objectId"]
-    listeners = tab.call("DOMDebugger.getEventListeners", {"objectId": document})["listeners"]
-    return sum(listener["type"] == "visibilitychange" for listener in listeners)
-
-
-# Counts the WebSockets that the page creates (window.__made), installed before the page's script runs.
-SOCKETS_MADE = """window.__made = 0;
-window.WebSocket = new Proxy(WebSocket, { construct(target, args) { __made++; return new target(...args); } });"""
-
 # Show the tab again (a visibilitychange to "visible") when some sockets wait for their next
 # attempt, as #status says ("retrying in 2 s"); return [how many waited, how many sockets that
 # opened], in one synchronous step, so that no timer fires in between. null while none waits.
 SHOW_TAB = """(() => {
   const waiting = (document.querySelector("#status").textContent.match(/retrying in/g) || []).length;
   if (!waiting) return null;
-  const before = __made;
+  const before = __sockets.length;
   Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "visible" });
   document.dispatchEvent(new Event("visibilitychange"));
-  return [waiting, __made - before];
+  return [waiting, __sockets.length - before];
 })()"""
 
 
-def wait_made(tab: cdp.Tab, at_least: int) -> None:
+def wait_made(tab: Page, at_least: int) -> None:
     """Wait (bounded) until the page has created ``at_least`` WebSockets (attempts included)."""
-    tab.wait_for(f"__made >= {at_least}", timeout=TIMEOUT,
+    tab.wait_for(f"__sockets.length >= {at_least}", timeout=TIMEOUT,
                  message=f"the page never made {at_least} connection attempts")
 
 
@@ -702,20 +750,19 @@ def test_page_keeps_one_visibility_listener_per_socket(stage, open_tab) -> None:
     stop() (Connect closes the previous links) must take it away with it.
     """
     sockets = 1 if stage == "test3" else 2
-    tab = open_tab("about:blank")
-    tab.call("Page.addScriptToEvaluateOnNewDocument", {"source": SOCKETS_MADE})
-    tab.navigate(page_url(stage, free_port()))              # no server: every attempt fails and is retried
+    # No server: every attempt fails and is retried.
+    tab = open_tab(page_url(stage, free_port()), record_sockets=True, count_listeners=True)
     presses = 2 if tab.evaluate("!!document.querySelector('#connect')") else 0
     if presses:
         tab.type("#host", "127.0.0.1")
         tab.click("#connect")
     wait_made(tab, 2 * sockets + 1)                          # at least one retry
-    assert visibility_listeners(tab) == sockets, "retries added listeners"
+    assert tab.evaluate("__visibilityListeners()") == sockets, "retries added listeners"
     for _ in range(presses):
-        made = tab.evaluate("__made")
+        made = tab.evaluate("__sockets.length")
         tab.click("#connect")                               # stops the sockets, opens new ones
         wait_made(tab, made + sockets)
-        assert visibility_listeners(tab) == sockets, "Connect left the stopped sockets' listeners behind"
+        assert tab.evaluate("__visibilityListeners()") == sockets, "Connect left the stopped sockets' listeners behind"
     # The listeners that remain still do their job: a tab shown again retries each waiting socket at once.
     waiting, opened = tab.wait_for(SHOW_TAB, timeout=TIMEOUT, message="no socket ever waited for a retry")
     assert opened == waiting
