@@ -1,10 +1,13 @@
 """Command-line entries: an echo server and an interactive client.
 
-    python3 -m common echo [-v] [--host H] [--port P] [--max-size N]
+    python3 -m common echo [-v] [--host H] [--port P] [--max-size N] [--subprotocol NAME ...]
     python3 -m common client [-v] ws://localhost:5678/
 
 The echo server is the usual target of conformance suites; the client prints
 what arrives and sends each line typed (try it against test2: ``GET_TIME``).
+``--subprotocol chat`` (repeatable, in order of preference) makes the echo
+server select that subprotocol when a client offers it; on Ctrl+C or SIGTERM
+it closes every connection with 1001 and the reason "server shutting down".
 
 -v (--verbose), before or after the command, turns on the wire view: the
 library's log (the "common" logger) at DEBUG, one line per frame sent (>) or
@@ -22,7 +25,7 @@ import signal
 import sys
 import threading
 
-from . import ConnectionClosed, InvalidHandshake, ServerConnection, connect, serve
+from . import CloseCode, ConnectionClosed, InvalidHandshake, ServerConnection, connect, serve
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -31,11 +34,15 @@ async def echo(ws: ServerConnection) -> None:
         await ws.send(message)
 
 
-async def run_echo(host: str, port: int, max_size: int) -> None:
-    async with serve(echo, host, port, max_size=max_size, max_queue=64) as server:
+SHUTDOWN_REASON = "server shutting down"
+
+
+async def run_echo(host: str, port: int, max_size: int, subprotocols: list[str]) -> None:
+    async with serve(echo, host, port, max_size=max_size, max_queue=64, subprotocols=subprotocols or None) as server:
         host_, port_ = server.sockets[0].getsockname()[:2]
         print(f"listening on ws://{host_}:{port_}", flush=True)
         await _wait_for_stop_signal()
+        server.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
 
 
 async def _wait_for_stop_signal() -> None:
@@ -143,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
         default=64 * 2**20,
         help="largest message accepted, in bytes (default: 64 MiB, enough for conformance suites)",
     )
+    echo_parser.add_argument(
+        "--subprotocol",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a subprotocol to select when a client offers it (repeatable, first preferred; default: none)",
+    )
     client_parser = commands.add_parser("client", parents=[verbose], help="an interactive client")
     client_parser.add_argument("uri", help="for example ws://localhost:5678/")
     return parser
@@ -162,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         if args.command == "echo":
-            asyncio.run(run_echo(args.host, args.port, args.max_size))
+            asyncio.run(run_echo(args.host, args.port, args.max_size, args.subprotocol))
             return 0
         return asyncio.run(run_client(args.uri))
     except KeyboardInterrupt:

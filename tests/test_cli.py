@@ -186,6 +186,36 @@ def test_echo_without_verbose_logs_no_frames() -> None:
     assert server.stderr == ""
 
 
+def test_echo_selects_the_subprotocols_it_was_given() -> None:
+    """echo --subprotocol: the first of its names that the client offers is selected; none if none matches."""
+    async def selected(url: str, offered: list[str]) -> str | None:
+        async with common.connect(url, subprotocols=offered) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            return ws.subprotocol
+
+    with echo_server("echo", "--subprotocol", "chat.v2", "--subprotocol", "chat") as (server, url):
+        assert asyncio.run(selected(url, ["chat", "chat.v2"])) == "chat.v2"    # the server's preference wins
+        assert asyncio.run(selected(url, ["chat"])) == "chat"
+        assert asyncio.run(selected(url, ["mqtt"])) is None
+        server.proc.send_signal(signal.SIGINT)
+        assert server.finish() == 0
+
+
+def test_echo_says_why_it_closes_when_stopped() -> None:
+    """SIGTERM: every connection is closed with 1001 and the reason "server shutting down"."""
+    async def closed_by_server(url: str, server: Process) -> tuple[int | None, str | None]:
+        async with common.connect(url) as ws:
+            server.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(common.ConnectionClosedOK):
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+            return ws.close_code, ws.close_reason
+
+    with echo_server("echo") as (server, url):
+        assert asyncio.run(closed_by_server(url, server)) == (1001, "server shutting down")
+        assert server.finish() == 0
+
+
 def test_help_mentions_verbose_after_the_command() -> None:
     """--help says that -v also works after the command, and each command's help lists -v."""
     main_help = subprocess.run([sys.executable, "-m", "common", "--help"], cwd=REPO,
