@@ -33,14 +33,11 @@ its tests are skipped, with one line that says how to install it; with
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,19 +45,16 @@ import pytest
 import common
 
 try:                                    # tests/ as a package or as a plain directory
-    from . import bidi, cdp, png
+    from . import png
     from .driver import POLL_INTERVAL, Browser, Page
     from .stage_util import running_stage
 except ImportError:
-    import bidi
-    import cdp
     import png
     from driver import POLL_INTERVAL, Browser, Page
     from stage_util import running_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"    # a self-signed certificate for 127.0.0.1: a test fixture
-VIEWPORT = (1024, 1280)                 # CSS pixels at device scale 1: the screenshots' size
 SPEED = 20                              # the servers' clocks run this many times faster
 TIMEOUT = 10.0                          # bound of every wait for something a person would see
 LATE_LIMIT = 1.0                        # readings in flight at STOP land within this (seconds)
@@ -68,33 +62,6 @@ LATE_LIMIT = 1.0                        # readings in flight at STOP land within
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")   # 2026-11-25T17:30:00.123456Z
 ASKED_STOP = re.compile(r"asked '?STOP\b")   # the console's line for each STOP handled ("asked STOP" or "asked 'STOP'")
 FAILURE_WORDS = re.compile(r"could not|cannot|refused|failed|unreachable|lost|closed|error", re.I)
-
-# Counts kept by the test, not by the page: how many children were ever added
-# to #messages (the page keeps only the newest ones) and when, and how many
-# times #response was written (a reply can repeat the previous one's text).
-# Installed before the page's own script runs.
-COUNTERS = """
-window.__lab = { messages: 0, responses: 0, arrivals: [], repliedAt: 0 };
-const now = () => performance.timeOrigin + performance.now();   // ms, comparable between tabs
-document.addEventListener("DOMContentLoaded", () => {
-  const list = document.getElementById("messages");
-  if (list) {
-    __lab.messages = list.children.length;
-    new MutationObserver((records) => {
-      for (const r of records) for (const n of r.addedNodes) if (n.nodeType === 1) {
-        __lab.messages++;
-        __lab.arrivals.push(now());                    // when it showed up
-        if (__lab.arrivals.length > 1000) __lab.arrivals.splice(0, 500);
-      }
-    }).observe(list, { childList: true });
-  }
-  const response = document.getElementById("response");
-  if (response) {
-    new MutationObserver((records) => { __lab.responses += records.length; __lab.repliedAt = now(); })
-      .observe(response, { childList: true, characterData: true, subtree: true });
-  }
-});
-"""
 
 # A fingerprint of the chart's pixels: [width, height, FNV-1a hash, non-blank pixels].
 CANVAS_FINGERPRINT = """(() => {
@@ -130,104 +97,12 @@ LEGEND_IN_CHART = """(() => {
 })()"""
 
 
-# Records every WebSocket the page makes (attempts included), and, once open, the
-# subprotocol and extensions the browser agreed on. Installed before the page's script runs.
-SOCKETS = """
-window.__sockets = [];
-window.WebSocket = new Proxy(WebSocket, { construct(target, args) {
-  const ws = new target(...args), record = { url: ws.url, protocol: null, extensions: null };
-  __sockets.push(record);
-  ws.addEventListener("open", () => { record.protocol = ws.protocol; record.extensions = ws.extensions; });
-  return ws;
-} });
-"""
-
-# Counts the page's visibilitychange listeners on document as the DOM keeps them: one per
-# (function, capture) pair, added twice still one, removed with the same pair.
-VISIBILITY_LISTENERS = """
-const listening = new Map();
-const capture = (options) => typeof options === "boolean" ? options : !!(options && options.capture);
-const add = document.addEventListener, remove = document.removeEventListener;
-document.addEventListener = function (type, listener, options) {
-  if (type === "visibilitychange" && listener) {
-    if (!listening.has(listener)) listening.set(listener, new Set());
-    listening.get(listener).add(capture(options));
-  }
-  return add.call(this, type, listener, options);
-};
-document.removeEventListener = function (type, listener, options) {
-  if (type === "visibilitychange" && listening.has(listener)) {
-    listening.get(listener).delete(capture(options));
-    if (!listening.get(listener).size) listening.delete(listener);
-  }
-  return remove.call(this, type, listener, options);
-};
-window.__visibilityListeners = () => [...listening.values()].reduce((n, flags) => n + flags.size, 0);
-"""
-
-
-# ------------------------------------------------------------------ fixtures
-
-# Each engine: its driver, how to find its executable, the environment variable that names one.
-ENGINES = {
-    "chromium": (cdp.Chromium, cdp.find_chromium, "CHROMIUM", cdp.INSTALL_HINT),
-    "firefox": (bidi.Firefox, bidi.find_firefox, "FIREFOX", bidi.INSTALL_HINT),
-}
-
-
-@pytest.fixture(scope="session", params=list(ENGINES))
-def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
-    """One headless browser of each engine for the whole session; skipped (or failed on CI) if missing."""
-    driver, find, variable, hint = ENGINES[request.param]
-    executable = find()
-    if executable is None:
-        wanted = os.environ.get(variable)
-        reason = f"{request.param} not found: {hint}" + (f" ({variable}={wanted} is not an executable)" if wanted else "")
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI=true requires the browser tests to run", pytrace=False)
-        pytest.skip(reason)
-    browser = driver(executable)
-    request.addfinalizer(browser.close)       # always: kill the browser, delete its profile
-    return browser
-
-
 @pytest.fixture(scope="session")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder where each stage leaves one screenshot."""
     folder = tmp_path_factory.mktemp("screenshots")
     print(f"\nbrowser screenshots go to {folder}")
     return folder
-
-
-@pytest.fixture
-def open_tab(browser: Browser) -> Iterator[Callable[..., Page]]:
-    """Open tabs on demand (``open_tab(url)``); all are closed after the test.
-
-    ``open_tab(url, record_sockets=True)`` records every socket the page makes
-    in ``__sockets`` (see SOCKETS); ``insecure_certs=True`` makes that tab alone
-    accept the fixture's self-signed certificate; ``count_listeners=True``
-    counts its visibilitychange listeners (``__visibilityListeners()``).
-    A test fails if a page threw an uncaught JavaScript exception.
-    """
-    tabs: list[Page] = []
-
-    def open_(url: str, *, record_sockets: bool = False, insecure_certs: bool = False,
-              count_listeners: bool = False) -> Page:
-        tab = browser.new_tab(*VIEWPORT, insecure_certs=insecure_certs)
-        tabs.append(tab)
-        tab.add_init_script(COUNTERS)
-        if record_sockets:
-            tab.add_init_script(SOCKETS)
-        if count_listeners:
-            tab.add_init_script(VISIBILITY_LISTENERS)
-        tab.navigate(url)
-        return tab
-
-    yield open_
-    errors = [f"{tab.url}: {error}" for tab in tabs for error in tab.errors]
-    for tab in tabs:
-        tab.close()
-    assert not errors, f"uncaught JavaScript exceptions in the page: {errors}"
 
 
 # ------------------------------------------------------------------- helpers
@@ -350,7 +225,8 @@ def assert_unchanged(tabs: list[Page], window: float, expected: list[tuple[int, 
 def save_screenshot(tab: Page, folder: Path, name: str) -> Path:
     """Capture the viewport, check it is a real render of the right size, save it."""
     shot = tab.screenshot()
-    assert png.png_size(shot) == VIEWPORT, f"screenshot is {png.png_size(shot)}, the viewport is {VIEWPORT}"
+    viewport = (tab.width, tab.height)
+    assert png.png_size(shot) == viewport, f"screenshot is {png.png_size(shot)}, the viewport is {viewport}"
     colors = png.png_distinct_colors(shot, enough=64)
     assert colors >= 64, f"the screenshot of {name} looks blank: {colors} distinct colours"
     path = folder / f"{tab.browser.name}-{name}.png"
@@ -370,7 +246,7 @@ def test_driver_socket_carries_multi_megabyte_messages(browser: Browser, open_ta
     tab.evaluate(f"""(() => {{
         document.body.style.margin = 0;
         const c = document.body.appendChild(document.createElement("canvas"));
-        c.width = {VIEWPORT[0]}; c.height = {VIEWPORT[1]};
+        c.width = {tab.width}; c.height = {tab.height};
         const ctx = c.getContext("2d"), img = ctx.createImageData(c.width, c.height);
         for (let i = 0; i < img.data.length; i += 65536) crypto.getRandomValues(img.data.subarray(i, i + 65536));
         for (let i = 3; i < img.data.length; i += 4) img.data[i] = 255;
@@ -378,16 +254,16 @@ def test_driver_socket_carries_multi_megabyte_messages(browser: Browser, open_ta
     }})()""")
     shot = tab.screenshot()
     assert len(shot) > 2 * 2**20
-    assert png.png_size(shot) == VIEWPORT
+    assert png.png_size(shot) == (tab.width, tab.height)
     assert browser.ws is not None and browser.ws.state is common.State.OPEN
 
 
 def test_png_check_counts_colours_exactly(open_tab: Callable[[str], Page]) -> None:
     """The PNG decoder sees exactly the colours painted: four stripes, four colours."""
     tab = open_tab("data:text/html,<body style='margin:0'>" + "".join(
-        f"<div style='height:{VIEWPORT[1] // 4}px;background:{c}'></div>" for c in ("%23123456", "%23abcdef", "%23ff0000", "%2300ff7f")))
+        f"<div style='height:25vh;background:{c}'></div>" for c in ("%23123456", "%23abcdef", "%23ff0000", "%2300ff7f")))
     shot = tab.screenshot()
-    assert png.png_size(shot) == VIEWPORT
+    assert png.png_size(shot) == (tab.width, tab.height)
     assert png.png_distinct_colors(shot, enough=1000) == 4
 
 
@@ -395,7 +271,7 @@ def test_blank_render_is_recognised_as_blank(open_tab: Callable[[str], Page]) ->
     """The screenshot check tells a blank page from a real one."""
     tab = open_tab("about:blank")
     shot = tab.screenshot()
-    assert png.png_size(shot) == VIEWPORT
+    assert png.png_size(shot) == (tab.width, tab.height)
     assert png.png_distinct_colors(shot, enough=64) == 1
 
 
@@ -569,41 +445,15 @@ SANDBOXED_FRAME = """<!doctype html><title>some web site</title>
 </script>"></iframe>"""
 
 
-@contextmanager
-def web_site(page: str) -> Iterator[str]:
-    """Serve ``page`` at http://127.0.0.1:PORT/ (another origin than any stage's) in a thread; yield the URL."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = page.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass                        # quiet
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="web-site", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 @pytest.mark.parametrize("stage", ["test8", "test9"])
-def test_a_sandboxed_frame_of_any_web_site_sends_origin_null(stage, open_tab, tmp_path) -> None:
+def test_a_sandboxed_frame_of_any_web_site_sends_origin_null(stage, open_tab, web_site, tmp_path) -> None:
     """Origin: null is no proof of a page opened from disk: a web site's sandboxed frame sends it too.
 
     test1 to test8 accept it, so such a frame can START their acquisition (SECURITY.md says so);
     test9 accepts only the page it served, and refuses the frame with 403.
     """
-    with running_stage(stage, tmp_path=tmp_path, speed=SPEED) as server, web_site(SANDBOXED_FRAME % server.port) as url:
-        tab = open_tab(url)
+    with running_stage(stage, tmp_path=tmp_path, speed=SPEED) as server:
+        tab = open_tab(web_site(SANDBOXED_FRAME % server.port))
         heard = tab.wait_for("__heard.length && __heard", timeout=TIMEOUT, message="the frame's socket neither answered nor closed")
         if stage == "test8":
             assert heard[0] == "reply: OK: acquisition started"

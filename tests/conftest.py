@@ -1,0 +1,181 @@
+"""Fixtures of the browser tests: a browser of each engine, its tabs, a web site of another origin.
+
+``browser`` is parametrized by engine, so every test that uses it (or
+``open_tab``) runs once in Chromium and once in Firefox, and its id says
+which: ``test_x[chromium-test1]``. A missing browser skips its engine's tests
+with one line that says how to install it; with ``CI=true`` it fails them.
+``-k chromium`` or ``-k firefox`` runs one engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+try:                                    # tests/ as a package or as a plain directory
+    from . import bidi, cdp
+    from .driver import Browser, Page
+except ImportError:
+    import bidi
+    import cdp
+    from driver import Browser, Page
+
+VIEWPORT = (1024, 1280)                 # CSS pixels at device scale 1: the screenshots' size
+
+# Counts kept by the test, not by the page: how many children were ever added
+# to #messages (the page keeps only the newest ones) and when, and how many
+# times #response was written (a reply can repeat the previous one's text).
+# Installed before the page's own script runs.
+COUNTERS = """
+window.__lab = { messages: 0, responses: 0, arrivals: [], repliedAt: 0 };
+const now = () => performance.timeOrigin + performance.now();   // ms, comparable between tabs
+document.addEventListener("DOMContentLoaded", () => {
+  const list = document.getElementById("messages");
+  if (list) {
+    __lab.messages = list.children.length;
+    new MutationObserver((records) => {
+      for (const r of records) for (const n of r.addedNodes) if (n.nodeType === 1) {
+        __lab.messages++;
+        __lab.arrivals.push(now());                    // when it showed up
+        if (__lab.arrivals.length > 1000) __lab.arrivals.splice(0, 500);
+      }
+    }).observe(list, { childList: true });
+  }
+  const response = document.getElementById("response");
+  if (response) {
+    new MutationObserver((records) => { __lab.responses += records.length; __lab.repliedAt = now(); })
+      .observe(response, { childList: true, characterData: true, subtree: true });
+  }
+});
+"""
+
+# Records every WebSocket the page makes (attempts included), and, once open, the
+# subprotocol and extensions the browser agreed on. Installed before the page's script runs.
+SOCKETS = """
+window.__sockets = [];
+window.WebSocket = new Proxy(WebSocket, { construct(target, args) {
+  const ws = new target(...args), record = { url: ws.url, protocol: null, extensions: null };
+  __sockets.push(record);
+  ws.addEventListener("open", () => { record.protocol = ws.protocol; record.extensions = ws.extensions; });
+  return ws;
+} });
+"""
+
+# Counts the page's visibilitychange listeners on document as the DOM keeps them: one per
+# (function, capture) pair, added twice still one, removed with the same pair.
+VISIBILITY_LISTENERS = """
+const listening = new Map();
+const capture = (options) => typeof options === "boolean" ? options : !!(options && options.capture);
+const add = document.addEventListener, remove = document.removeEventListener;
+document.addEventListener = function (type, listener, options) {
+  if (type === "visibilitychange" && listener) {
+    if (!listening.has(listener)) listening.set(listener, new Set());
+    listening.get(listener).add(capture(options));
+  }
+  return add.call(this, type, listener, options);
+};
+document.removeEventListener = function (type, listener, options) {
+  if (type === "visibilitychange" && listening.has(listener)) {
+    listening.get(listener).delete(capture(options));
+    if (!listening.get(listener).size) listening.delete(listener);
+  }
+  return remove.call(this, type, listener, options);
+};
+window.__visibilityListeners = () => [...listening.values()].reduce((n, flags) => n + flags.size, 0);
+"""
+
+
+# ------------------------------------------------------------------ fixtures
+
+# Each engine: its driver, how to find its executable, the environment variable that names one.
+ENGINES = {
+    "chromium": (cdp.Chromium, cdp.find_chromium, "CHROMIUM", cdp.INSTALL_HINT),
+    "firefox": (bidi.Firefox, bidi.find_firefox, "FIREFOX", bidi.INSTALL_HINT),
+}
+
+
+@pytest.fixture(scope="session", params=list(ENGINES))
+def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
+    """One headless browser of each engine for the whole session; skipped (or failed on CI) if missing."""
+    driver, find, variable, hint = ENGINES[request.param]
+    executable = find()
+    if executable is None:
+        wanted = os.environ.get(variable)
+        reason = f"{request.param} not found: {hint}" + (f" ({variable}={wanted} is not an executable)" if wanted else "")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true requires the browser tests to run", pytrace=False)
+        pytest.skip(reason)
+    browser = driver(executable)
+    request.addfinalizer(browser.close)       # always: kill the browser, delete its profile
+    return browser
+
+
+@pytest.fixture
+def open_tab(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """Open tabs on demand (``open_tab(url)``); all are closed after the test.
+
+    ``open_tab(url, record_sockets=True)`` records every socket the page makes
+    in ``__sockets`` (see SOCKETS); ``insecure_certs=True`` makes that tab alone
+    accept the fixture's self-signed certificate; ``count_listeners=True``
+    counts its visibilitychange listeners (``__visibilityListeners()``).
+    A test fails if a page threw an uncaught JavaScript exception.
+    """
+    tabs: list[Page] = []
+
+    def open_(url: str, *, record_sockets: bool = False, insecure_certs: bool = False,
+              count_listeners: bool = False) -> Page:
+        tab = browser.new_tab(*VIEWPORT, insecure_certs=insecure_certs)
+        tabs.append(tab)
+        tab.add_init_script(COUNTERS)
+        if record_sockets:
+            tab.add_init_script(SOCKETS)
+        if count_listeners:
+            tab.add_init_script(VISIBILITY_LISTENERS)
+        tab.navigate(url)
+        return tab
+
+    yield open_
+    errors = [f"{tab.url}: {error}" for tab in tabs for error in tab.errors]
+    for tab in tabs:
+        tab.close()
+    assert not errors, f"uncaught JavaScript exceptions in the page: {errors}"
+
+
+@pytest.fixture
+def web_site() -> Iterator[Callable[[str], str]]:
+    """Serve pages on demand: ``web_site(html)`` serves ``html`` at http://127.0.0.1:PORT/ (another
+    origin than any stage's, and a secure context, as every loopback origin) and returns that URL.
+    Every such server is shut down after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda page: stack.enter_context(_web_site(page))
+
+
+@contextlib.contextmanager
+def _web_site(page: str) -> Iterator[str]:
+    """Serve ``page`` at http://127.0.0.1:PORT/ in a thread; yield the URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass                        # quiet
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="web-site", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
