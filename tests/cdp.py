@@ -132,6 +132,7 @@ class ChromiumTab(Page):
         self.target = target
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Log.enable")         # the browser's own messages: a WebSocket that failed, for one
         self.call("Emulation.setDeviceMetricsOverride",
                   {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
         # Several tabs at once: each must behave as the one in front (timers,
@@ -152,6 +153,9 @@ class ChromiumTab(Page):
         elif method == "Runtime.consoleAPICalled":
             args = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
             self.console.append(f"{params.get('type')}: {args}")
+        elif method == "Log.entryAdded":
+            entry = params.get("entry", {})
+            self.console.append(f"{entry.get('level')}: {entry.get('text')}")
 
     def add_init_script(self, source: str) -> None:
         self.call("Page.addScriptToEvaluateOnNewDocument", {"source": source})
