@@ -13,9 +13,10 @@ How it works:
 1. A fresh profile folder gets a ``user.js`` (:data:`PREFERENCES`) that turns
    off everything Firefox would fetch by itself: updates, telemetry, safe
    browsing, captive-portal and connectivity checks, remote settings, add-on
-   and plugin updates. As a last guard its proxy is a closed loopback port,
-   so that anything forgotten fails on this machine instead of going out;
-   loopback addresses (our servers) never go through a proxy.
+   and plugin updates. As a last guard every address but loopback goes
+   through a proxy on loopback: a closed port by default, so that anything
+   forgotten fails on this machine; the tests give a listening one instead
+   (``proxy_port``), to see whether Firefox tried anything at all.
 2. ``firefox-esr --headless --no-remote --profile DIR --remote-debugging-port 0``:
    Firefox picks a free port and writes it to ``WebDriverBiDiServer.json``
    in the profile, which we poll with a bound.
@@ -46,7 +47,7 @@ __all__ = ["Firefox", "FirefoxTab", "find_firefox", "INSTALL_HINT", "PREFERENCES
 
 INSTALL_HINT = "apt-get install firefox-esr (or set $FIREFOX)"
 
-# A port where nothing listens: the proxy for every non-loopback address.
+# A port where nothing listens: by default, the proxy for every address but loopback.
 DEAD_PROXY_PORT = 9
 
 PREFERENCES: dict[str, bool | int | str] = {
@@ -171,15 +172,17 @@ class Firefox(Browser):
 
     name = "firefox"
 
-    def __init__(self, executable: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, executable: str | None = None, *, proxy_port: int = DEAD_PROXY_PORT, **kwargs: Any) -> None:
         executable = executable or find_firefox()
         if executable is None:
             raise FileNotFoundError(f"firefox-esr not found: {INSTALL_HINT}")
         self.capabilities: dict[str, Any] = {}
+        self.proxy_port = proxy_port
         super().__init__(executable, **kwargs)
 
     def _launch(self, timeout: float) -> str:
-        (self.profile / "user.js").write_text(user_js(PREFERENCES), encoding="utf-8")
+        preferences = {**PREFERENCES, "network.proxy.http_port": self.proxy_port, "network.proxy.ssl_port": self.proxy_port}
+        (self.profile / "user.js").write_text(user_js(preferences), encoding="utf-8")
         # A release build ignores services.settings.server unless this is set.
         env = dict(os.environ, MOZ_REMOTE_SETTINGS_DEVTOOLS="1")
         self._spawn([self.executable, "--headless", "--no-remote", "--profile", str(self.profile),

@@ -42,6 +42,9 @@ __all__ = ["Chromium", "ChromiumTab", "find_chromium", "INSTALL_HINT"]
 
 INSTALL_HINT = "apt-get install chromium (or set $CHROMIUM)"
 
+# A port where nothing listens: the proxy for every address but loopback.
+DEAD_PROXY_PORT = 9
+
 # Headless, no sandbox (containers run us as root), nothing that phones home
 # or updates itself while a test runs, no tab treated as a background one.
 CHROMIUM_FLAGS = [
@@ -53,6 +56,13 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--no-pings",
+    "--disable-features=OptimizationHints,OptimizationGuideModelDownloading,NetworkTimeServiceQuerying,MediaRouter,Translate",
+    # It still tries a few Google addresses (sign-in, component updates): every
+    # address but loopback goes to a proxy on a closed loopback port, so nothing leaves.
+    f"--proxy-server=127.0.0.1:{DEAD_PROXY_PORT}",
     "--remote-debugging-port=0",
     # Several tabs at once, each must behave as the one in front: a tab behind
     # others gets its timers throttled and its renderer process niced, and on

@@ -19,11 +19,11 @@ import pytest
 
 try:                                    # tests/ as a package or as a plain directory
     from . import bidi, cdp
-    from .driver import Browser, Page
+    from .driver import Browser, NetworkTrap, Page
 except ImportError:
     import bidi
     import cdp
-    from driver import Browser, Page
+    from driver import Browser, NetworkTrap, Page
 
 VIEWPORT = (1024, 1280)                 # CSS pixels at device scale 1: the screenshots' size
 
@@ -101,7 +101,12 @@ ENGINES = {
 
 @pytest.fixture(scope="session", params=list(ENGINES))
 def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
-    """One headless browser of each engine for the whole session; skipped (or failed on CI) if missing."""
+    """One headless browser of each engine for the whole session; skipped (or failed on CI) if missing.
+
+    Firefox's proxy is a loopback listener that records every request sent to
+    it: at the end of the session, any request Firefox made of its own (an
+    update, telemetry, a connectivity check) fails the run.
+    """
     driver, find, variable, hint = ENGINES[request.param]
     executable = find()
     if executable is None:
@@ -110,9 +115,14 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}; CI=true requires the browser tests to run", pytrace=False)
         pytest.skip(reason)
-    browser = driver(executable)
-    request.addfinalizer(browser.close)       # always: kill the browser, delete its profile
-    return browser
+    if driver is not bidi.Firefox:
+        with driver(executable) as browser:
+            yield browser
+        return
+    with NetworkTrap() as trap:
+        with bidi.Firefox(executable, proxy_port=trap.port) as browser:
+            yield browser
+    assert not trap.requests, f"Firefox sent requests of its own (to the test proxy): {trap.requests}"
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,7 @@ except ImportError:                     # run from elsewhere than the repository
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import common
 
-__all__ = ["Browser", "Page", "DriverError", "JavaScriptError", "POLL_INTERVAL"]
+__all__ = ["Browser", "Page", "DriverError", "JavaScriptError", "NetworkTrap", "POLL_INTERVAL"]
 
 START_TIMEOUT = 20.0        # a browser's first start on a loaded 2-core box can be slow
 COMMAND_TIMEOUT = 15.0      # one command (a large screenshot included)
@@ -404,3 +405,37 @@ class Page(ABC):
         """The ``textContent`` of ``selector`` (None if missing)."""
         return self.evaluate(f"document.querySelector({json.dumps(selector)})?.textContent ?? null")
 
+
+class NetworkTrap:
+    """A loopback listener used as a browser's proxy: it records the first line of each
+    request (``CONNECT host:443 HTTP/1.1``, ``GET http://...``) and answers nothing."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[str] = []
+        self.thread = threading.Thread(target=self._accept, name="network-trap", daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:             # closed: the session is over
+                return
+            with connection:
+                connection.settimeout(2)
+                try:
+                    first = connection.recv(1024).split(b"\r\n", 1)[0]
+                except OSError:
+                    first = b"(nothing)"
+                self.requests.append(first.decode("latin-1"))
+
+    def __enter__(self) -> NetworkTrap:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)    # wakes the accept() above, on Linux
+        self.listener.close()
+        self.thread.join(5)

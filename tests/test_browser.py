@@ -45,12 +45,13 @@ import pytest
 import common
 
 try:                                    # tests/ as a package or as a plain directory
-    from . import png
-    from .driver import POLL_INTERVAL, Browser, Page
+    from . import bidi, png
+    from .driver import POLL_INTERVAL, Browser, DriverError, NetworkTrap, Page
     from .stage_util import running_stage
 except ImportError:
+    import bidi
     import png
-    from driver import POLL_INTERVAL, Browser, Page
+    from driver import POLL_INTERVAL, Browser, DriverError, NetworkTrap, Page
     from stage_util import running_stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,6 +257,26 @@ def test_driver_socket_carries_multi_megabyte_messages(browser: Browser, open_ta
     assert len(shot) > 2 * 2**20
     assert png.png_size(shot) == (tab.width, tab.height)
     assert browser.ws is not None and browser.ws.state is common.State.OPEN
+
+
+def test_firefox_sends_what_is_not_loopback_to_the_test_proxy(tmp_path) -> None:
+    """The guard behind the session's "no request of its own" check: Firefox, given the test proxy,
+    sends a request for any address but loopback to it (so nothing leaves this machine), and the
+    trap records it."""
+    executable = bidi.find_firefox()
+    if executable is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"firefox not found: {bidi.INSTALL_HINT}; CI=true requires the browser tests to run", pytrace=False)
+        pytest.skip(f"firefox not found: {bidi.INSTALL_HINT}")
+    with NetworkTrap() as trap, bidi.Firefox(executable, proxy_port=trap.port) as firefox:
+        tab = firefox.new_tab()
+        with pytest.raises(DriverError):
+            tab.navigate("http://example.invalid/page", timeout=TIMEOUT)    # the proxy never answers
+        deadline = time.monotonic() + TIMEOUT
+        while not trap.requests:
+            assert time.monotonic() < deadline, "the proxy got no request"
+            time.sleep(POLL_INTERVAL)
+    assert set(trap.requests) == {"GET http://example.invalid/page HTTP/1.1"}     # it retries: several times
 
 
 def test_png_check_counts_colours_exactly(open_tab: Callable[[str], Page]) -> None:
