@@ -99,6 +99,43 @@ ENGINES = {
 }
 
 
+# Why an engine's tests are skipped (its browser is missing): engine -> reason.
+MISSING: dict[str, str] = {}
+
+
+def executable_of(engine: str) -> str:
+    """The engine's executable; skip the test if there is none (fail it with ``CI=true``)."""
+    _, find, variable, hint = ENGINES[engine]
+    executable = find()
+    if executable is None:
+        wanted = os.environ.get(variable)
+        reason = f"{engine} not found: {hint}" + (f" ({variable}={wanted} is not an executable)" if wanted else "")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true requires the browser tests to run", pytrace=False)
+        MISSING[engine] = reason
+        pytest.skip(reason)
+    return executable
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Give every skip for a missing browser the same location, so that ``-ra`` sums up each
+    missing engine in one line ("SKIPPED [77] tests/conftest.py:N: firefox not found: ...")
+    instead of one line per test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple):
+        for engine, reason in MISSING.items():
+            if reason in report.longrepr[2]:
+                report.longrepr = (__file__, executable_of.__code__.co_firstlineno, reason)
+
+
+@pytest.fixture(scope="session")
+def firefox_executable() -> str:
+    """Firefox's executable, for a test that starts a Firefox of its own."""
+    return executable_of("firefox")
+
+
 @pytest.fixture(scope="session", params=list(ENGINES))
 def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
     """One headless browser of each engine for the whole session; skipped (or failed on CI) if missing.
@@ -107,14 +144,8 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
     it: at the end of the session, any request Firefox made of its own (an
     update, telemetry, a connectivity check) fails the run.
     """
-    driver, find, variable, hint = ENGINES[request.param]
-    executable = find()
-    if executable is None:
-        wanted = os.environ.get(variable)
-        reason = f"{request.param} not found: {hint}" + (f" ({variable}={wanted} is not an executable)" if wanted else "")
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI=true requires the browser tests to run", pytrace=False)
-        pytest.skip(reason)
+    driver = ENGINES[request.param][0]
+    executable = executable_of(request.param)
     if driver is not bidi.Firefox:
         with driver(executable) as browser:
             yield browser

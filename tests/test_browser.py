@@ -33,7 +33,6 @@ its tests are skipped, with one line that says how to install it; with
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import time
@@ -259,16 +258,11 @@ def test_driver_socket_carries_multi_megabyte_messages(browser: Browser, open_ta
     assert browser.ws is not None and browser.ws.state is common.State.OPEN
 
 
-def test_firefox_sends_what_is_not_loopback_to_the_test_proxy(tmp_path) -> None:
+def test_firefox_sends_what_is_not_loopback_to_the_test_proxy(firefox_executable: str) -> None:
     """The guard behind the session's "no request of its own" check: Firefox, given the test proxy,
     sends a request for any address but loopback to it (so nothing leaves this machine), and the
     trap records it."""
-    executable = bidi.find_firefox()
-    if executable is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"firefox not found: {bidi.INSTALL_HINT}; CI=true requires the browser tests to run", pytrace=False)
-        pytest.skip(f"firefox not found: {bidi.INSTALL_HINT}")
-    with NetworkTrap() as trap, bidi.Firefox(executable, proxy_port=trap.port) as firefox:
+    with NetworkTrap() as trap, bidi.Firefox(firefox_executable, proxy_port=trap.port) as firefox:
         tab = firefox.new_tab()
         with pytest.raises(DriverError):
             tab.navigate("http://example.invalid/page", timeout=TIMEOUT)    # the proxy never answers
