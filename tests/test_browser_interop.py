@@ -14,7 +14,10 @@ page saw against what the server did:
 * close codes and reasons both ways: ``ws.close(4000, reason)`` from the
   page, 1001 "server shutting down" from the server;
 * a refused handshake (test9, a page from a foreign origin: 403), seen by
-  the page as a failed connection and shown in ``#status``.
+  the page as a failed connection and shown in ``#status``;
+* the opening handshake of a page from disk, as each engine sends it.
+
+Where the engines differ, the test says how, and holds each to what it does.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -200,6 +204,39 @@ def test_a_subprotocol_the_server_does_not_select(browser, page: Page) -> None:
             assert outcome.startswith("no connection: close "), outcome
             close = json.loads(outcome.removeprefix("no connection: close "))
             assert close["code"] == 1006 and not close["wasClean"], close
+
+
+# What each engine offers in its opening handshake.
+OFFERED_EXTENSIONS = {"chromium": "permessage-deflate; client_max_window_bits", "firefox": "permessage-deflate"}
+
+
+def test_a_page_from_disk_sends_origin_null_and_offers_permessage_deflate(browser, open_tab, tmp_path) -> None:
+    """The handshake as each engine sends it, from a page opened from disk (file://).
+
+    Both send ``Origin: null`` (RFC 6454: a file page's origin is opaque) and
+    ``Sec-WebSocket-Version: 13``, and both offer permessage-deflate; Chromium
+    adds ``client_max_window_bits`` (it lets the server choose the window size
+    of the browser's compressor), Firefox offers no parameter.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        page = tmp_path / "page.html"
+        page.write_text(f"<script>new WebSocket('ws://127.0.0.1:{listener.getsockname()[1]}/from-disk')</script>")
+        open_tab(page.as_uri())
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(TIMEOUT)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = connection.recv(4096)
+                assert chunk, f"the browser closed before the end of its handshake: {head!r}"
+                head += chunk
+    request_line, *lines = head.decode("latin-1").split("\r\n\r\n")[0].split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+    assert request_line == "GET /from-disk HTTP/1.1"
+    assert headers["origin"] == "null"
+    assert headers["sec-websocket-version"] == "13"
+    assert headers["sec-websocket-extensions"] == OFFERED_EXTENSIONS[browser.name]
 
 
 def test_permessage_deflate_is_negotiated_and_compressed_both_ways(page: Page) -> None:
