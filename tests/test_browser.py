@@ -358,7 +358,7 @@ def start_then_stop(server, tabs: list[Page], starter: Page, stopper: Page, *, b
     assert not reply.startswith("ERROR"), f"START was refused: {reply!r}"
     for tab, n in zip(tabs, before):
         wait_count(tab, n + 10)
-    # The pace of the readings, as the pages saw them arrive (not as slow CDP polling sees it).
+    # The pace of the readings, as the pages saw them arrive (not as the driver's slower polling sees it).
     per_reading = max(tab.evaluate(f"(() => {{ const a = __lab.arrivals.slice(-(__lab.messages - {n} - 1));"
                                    " return (a.at(-1) - a[0]) / (a.length - 1) / 1000; })()")
                       for tab, n in zip(tabs, before))
