@@ -89,7 +89,7 @@ async def run_client(uri: str) -> int:
     except ConnectionClosed as exc:
         print(f"connection closed: {exc}", file=sys.stderr)
         return 1
-    print(f"connection closed: {ws._closed_exception()}", file=sys.stderr)
+    print(f"connection closed: {ws.protocol.closed_exception()}", file=sys.stderr)
     return 0
 
 

@@ -6,9 +6,9 @@ import logging
 import time
 from collections.abc import Iterable
 
-from . import connection as _connection
 from .connection import Connection, Data, State
-from .frames import Opcode, encode_header
+from .frames import Opcode, encode_frame
+from .protocol import COMPRESSION_THRESHOLD
 
 __all__ = ["broadcast"]
 
@@ -38,8 +38,8 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
         opcode, payload = Opcode.BINARY, bytes(message)
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}: expected str or bytes")
-    frame = encode_header(opcode, len(payload)) + payload
-    compress = len(payload) >= _connection.COMPRESSION_THRESHOLD
+    frame = encode_frame(opcode, payload)
+    compress = len(payload) >= COMPRESSION_THRESHOLD
     compressed: dict[object, bytes] = {}  # extension.shared_key -> frame
     skipped = 0
     for connection in connections:
@@ -52,17 +52,18 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
         connection.stalled_since = None
         extension = connection.extension
         if connection.is_client or connection.debug:
-            connection._write_message(opcode, payload)
+            # Masked with its own key, or shown in the wire view: its own frame.
+            connection.write_now(connection.protocol.send_data(opcode, payload))
         elif extension is None or not compress:
-            connection._write_now(frame)
-        elif (key := getattr(extension, "shared_key", None)) is None:
-            connection._write_message(opcode, payload)  # context takeover: its own compressor
+            connection.write_now([frame])
+        elif (key := extension.shared_key) is None:
+            # Context takeover: its own compressor.
+            connection.write_now(connection.protocol.send_data(opcode, payload))
         else:
             shared = compressed.get(key)
             if shared is None:
-                data = extension.encode(payload)
-                shared = compressed[key] = encode_header(opcode, len(data), rsv1=True) + data
-            connection._write_now(shared)
+                shared = compressed[key] = encode_frame(opcode, extension.encode(payload), rsv1=True)
+            connection.write_now([shared])
     if skipped:
         logger.warning("broadcast skipped %d connection(s) that are not reading fast enough", skipped)
 

@@ -1,8 +1,12 @@
 """A WebSocket connection over asyncio streams (RFC 6455 §5–§7).
 
-One background task per connection reads from the socket in large chunks and
-feeds a sans-I/O :class:`~common.protocol.Receiver`; it answers pings at once,
-queues messages for :meth:`Connection.recv` and runs the close handshake.
+This is the asyncio adapter around :class:`~common.protocol.Protocol`, which
+holds the protocol itself without I/O (state, framing, the close handshake's
+frames). One background task per connection reads from the socket in large
+chunks and feeds the protocol; the adapter writes the pongs it makes at once,
+queues messages for :meth:`Connection.recv`, decides when to answer the
+peer's close (after the messages before it were delivered), and owns the
+transport, the timers and the backpressure.
 Writing never blocks: while received messages wait for the application, the
 frames it writes are joined into one write to the transport (at the end of
 the loop's turn, or as soon as :meth:`Connection.recv` is about to wait), and :meth:`Connection.send`
@@ -24,7 +28,6 @@ to send hands the data over with ``loop.call_soon_threadsafe`` (or
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import struct
@@ -33,15 +36,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Union
 
-from .exceptions import (
-    ConnectionClosed,
-    ConnectionClosedError,
-    ConnectionClosedOK,
-    ProtocolError,
-)
-from .frames import Close, CloseCode, Opcode, apply_mask, encode_header, is_valid_close_code
+from .exceptions import ConnectionClosed, ConnectionClosedOK, ProtocolError
+from .frames import Close, CloseCode, Opcode, is_valid_close_code
 from .http11 import Headers, parse_request
-from .protocol import Receiver
+from .protocol import Extension, Ping, Pong, Protocol, State, check_control_payload
 
 __all__ = ["Connection", "State", "Data", "format_address"]
 
@@ -53,29 +51,8 @@ Data = Union[str, bytes]
 # asyncio's selector transport reads at most 256 KiB at a time anyway.
 READ_SIZE = 262144
 
-# Up to this size, a frame's header and payload are joined into one write.
+# Up to this size, bytes to send may wait to be joined with others into one write.
 _JOIN_LIMIT = 16384
-
-# Messages shorter than this go uncompressed even with permessage-deflate.
-# Measured (zlib 1.2.13, JSON telemetry, see common/deflate.py's settings):
-# sending costs ~3 us per message and compressing adds ~6 us whatever the
-# size up to 512 B. Without context takeover a 32-byte message shrinks by 4
-# bytes, a 64-byte one by a third; from 128 bytes on deflate about halves a
-# message even without context takeover (with it, to a fifth).
-COMPRESSION_THRESHOLD = 128
-
-
-class State(enum.IntEnum):
-    """The connection's state (RFC 6455 §4.1, §7).
-
-    A Connection object exists only once the handshake succeeded, so it is
-    never CONNECTING; the value is kept to match the ``websockets`` API.
-    """
-
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
 
 
 def _describe(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, size: int | None = None) -> str:
@@ -110,8 +87,8 @@ class Connection:
     __slots__ = (
         "reader", "writer", "transport", "loop", "max_queue", "ping_interval", "ping_timeout",
         "close_timeout", "write_limit", "extension", "subprotocol", "_request_head",
-        "response_headers", "path", "remote_address", "state", "debug", "receiver", "close_sent",
-        "close_rcvd", "close_rcvd_then_sent", "_messages", "_recv_waiter", "_receiving", "_reading_paused",
+        "response_headers", "path", "remote_address", "debug", "protocol",
+        "_messages", "_recv_waiter", "_receiving", "_reading_paused",
         "_deferred", "_eof_waiter", "_pings", "_timer", "_abort_timer", "_closed", "_reader_task",
         "stalled_since", "_outgoing", "_outgoing_size", "_answered", "__dict__",
     )
@@ -127,7 +104,7 @@ class Connection:
         ping_timeout: float | None = 20,
         close_timeout: float = 10,
         write_limit: int = 65536,
-        extension: Any = None,
+        extension: Extension | None = None,
         subprotocol: str | None = None,
     ) -> None:
         self.reader = reader
@@ -148,18 +125,16 @@ class Connection:
         self.response_headers = Headers()
         self.path = "/"
         self.remote_address = writer.get_extra_info("peername")
-        self.state = State.OPEN
         # Decided once: checking the logger for every frame would cost more.
         self.debug = logger.isEnabledFor(logging.DEBUG)
-        self.receiver = Receiver(
-            expect_masked=not self.is_client,
+        #: The protocol itself, without I/O: state, close frames, framing.
+        self.protocol = Protocol(
+            is_client=self.is_client,
             max_size=max_size,
             extension=extension,
-            log=self._log_frame_in if self.debug else None,
+            log_in=self._log_frame_in if self.debug else None,
+            log_out=self._log_frame_out if self.debug else None,
         )
-        self.close_sent: Close | None = None
-        self.close_rcvd: Close | None = None
-        self.close_rcvd_then_sent: bool | None = None
         # At most max_queue messages: the receiver parses no more until
         # recv() makes room (see _receive).
         self._messages: deque[Data] = deque()
@@ -191,6 +166,26 @@ class Connection:
         self._answered = False
 
     # ----------------------------------------------------------------- public
+
+    @property
+    def state(self) -> State:
+        """OPEN, CLOSING (a close frame sent) or CLOSED (the TCP connection ended)."""
+        return self.protocol.state
+
+    @property
+    def close_sent(self) -> Close | None:
+        """The close frame this side sent, if any."""
+        return self.protocol.close_sent
+
+    @property
+    def close_rcvd(self) -> Close | None:
+        """The close frame the peer sent, if any."""
+        return self.protocol.close_rcvd
+
+    @property
+    def close_rcvd_then_sent(self) -> bool | None:
+        """True if the peer's close came first, False if ours did, None while there is none."""
+        return self.protocol.close_rcvd_then_sent
 
     @property
     def request_headers(self) -> Headers:
@@ -242,7 +237,7 @@ class Connection:
                 self._run_deferred()
             if self._eof_waiter is not None and not self._eof_waiter.done():
                 self._eof_waiter.set_result(None)
-            if self.state is State.CLOSED or self.receiver.done:
+            if self.protocol.state is State.CLOSED or self.protocol.receiving_done:
                 await asyncio.shield(self._closed)
                 raise self._closed_exception()
             if self._recv_waiter is not None:
@@ -273,14 +268,15 @@ class Connection:
         message, one frame per item (§5.4). Waits only while the send buffer
         is over ``write_limit``. Raises :class:`ConnectionClosed` when closed.
         """
-        if self.state is not State.OPEN:
+        protocol = self.protocol
+        if protocol.state is not State.OPEN:
             await self._raise_closed()
         if isinstance(message, str):
-            self._write_message(Opcode.TEXT, message.encode())
+            self._write_all(protocol.send_data(Opcode.TEXT, message.encode()))
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            self._write_message(Opcode.BINARY, bytes(message))
+            self._write_all(protocol.send_data(Opcode.BINARY, bytes(message)))
         elif isinstance(message, Iterable):
-            self._write_fragments(message)
+            self._write_all(protocol.send_fragments(message))
         else:
             raise TypeError(f"cannot send {type(message).__name__}: expected str, bytes or an iterable of them")
         if self.buffered_amount() > self.write_limit:
@@ -303,12 +299,12 @@ class Connection:
         if self.state is not State.OPEN:
             await self._raise_closed()
         payload = data.encode() if isinstance(data, str) else os.urandom(4) if data is None else bytes(data)
-        _check_control_payload(payload)
+        check_control_payload(payload)
         if payload in self._pings:
             raise RuntimeError("already waiting for a pong with the same data")
         waiter: asyncio.Future[float] = self.loop.create_future()
         self._pings[payload] = (waiter, time.monotonic())
-        self._write_frame(Opcode.PING, payload)
+        self._write_all(self.protocol.send_ping(payload))
         return waiter
 
     async def pong(self, data: Data = b"") -> None:
@@ -316,8 +312,7 @@ class Connection:
         if self.state is not State.OPEN:
             await self._raise_closed()
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        _check_control_payload(payload)
-        self._write_frame(Opcode.PONG, payload)
+        self._write_all(self.protocol.send_pong(payload))
 
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Run the close handshake (§7.1.2) and wait for the TCP connection to end.
@@ -329,9 +324,9 @@ class Connection:
         """
         if not is_valid_close_code(code):
             raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
-        _check_control_payload(reason.encode(), limit=123)
-        if self.state is State.OPEN:
-            self._send_close(Close(code, reason))
+        check_control_payload(reason.encode(), limit=123)
+        if self.protocol.state is State.OPEN:
+            self._send_close(self.protocol.send_close(Close(code, reason)))
         await asyncio.shield(self._closed)
 
     async def wait_closed(self) -> None:
@@ -398,24 +393,33 @@ class Connection:
         application has stopped reading: everything is parsed so that the
         peer's close is seen, and messages beyond the queue are dropped.
         """
-        open_ = self.state is State.OPEN
+        protocol = self.protocol
+        open_ = protocol.state is State.OPEN
         room = self.max_queue - len(self._messages) if open_ else None
         messages = self._messages
-        for opcode, payload in self.receiver.feed(data, room):
-            if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+        for event in protocol.receive_data(data, room):
+            if isinstance(event, (str, bytes)):
                 if open_ or len(messages) < self.max_queue:
-                    messages.append(payload)  # type: ignore[arg-type]
+                    messages.append(event)
                 elif self.debug:
                     logger.debug("%s ! message dropped: received after our close, with the queue full", self.peer)
-            elif opcode is None:
-                self._protocol_error(payload)  # type: ignore[arg-type]
+            elif isinstance(event, Ping):
+                # The protocol queued the pong: it goes out before anything this read leads to.
+                pongs = protocol.data_to_send()
+                if pongs:
+                    self._write_all(pongs)
+                    self._answered = True
+            elif isinstance(event, Pong):
+                self._acknowledge_pings(event.data)
+            elif isinstance(event, Close):
+                self._close_received()
             else:
-                self._control(opcode, payload)
+                self._protocol_error(event)
         if messages:
             waiter = self._recv_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-            if len(messages) >= self.max_queue and self.state is State.OPEN and not self._reading_paused:
+            if len(messages) >= self.max_queue and protocol.state is State.OPEN and not self._reading_paused:
                 # The loop still awaits read(), which wakes up if the
                 # connection drops meanwhile.
                 self._reading_paused = True
@@ -423,24 +427,13 @@ class Connection:
 
     def _resume_reading(self) -> None:
         """Parse what was held back, then read again, as far as the queue has room."""
-        if len(self._messages) >= self.max_queue and self.state is State.OPEN:
+        if len(self._messages) >= self.max_queue and self.protocol.state is State.OPEN:
             return
         self._reading_paused = False
         if not self.transport.is_closing():
             self.transport.resume_reading()
-        if self.receiver.pending:
+        if self.protocol.pending:
             self._receive(b"")
-
-    def _control(self, opcode: int, payload: Any) -> None:
-        if opcode == Opcode.PING:
-            # §5.5.2: a Pong with the same payload, as soon as practical.
-            if self.state is State.OPEN:
-                self._write_frame(Opcode.PONG, payload)
-                self._answered = True
-        elif opcode == Opcode.PONG:
-            self._acknowledge_pings(payload)
-        else:
-            self._close_received(payload)
 
     def _acknowledge_pings(self, payload: bytes) -> None:
         if payload not in self._pings:
@@ -454,21 +447,17 @@ class Connection:
             if data == payload:
                 break
 
-    def _close_received(self, close: Close) -> None:
+    def _close_received(self) -> None:
         """The peer started or answered the close handshake (§5.5.1, §7.1.5)."""
-        self.close_rcvd = close
-        if self.close_rcvd_then_sent is None:
-            self.close_rcvd_then_sent = True
-        if self.state is State.OPEN:
+        if self.protocol.state is State.OPEN:
             self._after_delivery(self._answer_close)
         else:
             self._answer_close()
 
     def _answer_close(self) -> None:
-        if self.state is State.OPEN:
-            # Echo the code; a close without a code is answered without one.
-            self._send_close(self.close_rcvd)  # type: ignore[arg-type]
-        if not self.is_client:
+        if self.protocol.state is State.OPEN:
+            self._send_close(self.protocol.answer_close())
+        elif self.protocol.close_transport:
             # §7.1.1: the server closes the TCP connection first.
             self._flush()
             self.transport.close()
@@ -477,7 +466,7 @@ class Connection:
         """Fail the connection (§7.1.7), after earlier messages were delivered."""
         if self.debug:
             logger.debug("%s ! %s", self.peer, exc)
-        self._after_delivery(lambda: self._fail(exc))
+        self._after_delivery(lambda: self._fail(exc.code, str(exc)))
 
     def _after_delivery(self, action: Callable[[], None]) -> None:
         """Run ``action`` once recv() has returned every message queued now.
@@ -501,10 +490,11 @@ class Connection:
         if action is not None:
             action()
 
-    def _fail(self, exc: ProtocolError) -> None:
-        if self.state is State.OPEN:
-            self._send_close(Close(exc.code, str(exc)[:123]))
-            if not self.is_client:
+    def _fail(self, code: int, reason: str) -> None:
+        frames = self.protocol.fail(code, reason)
+        if frames:
+            self._send_close(frames)
+            if self.protocol.half_close:
                 self._half_close()
 
     def _half_close(self) -> None:
@@ -545,7 +535,7 @@ class Connection:
 
     def _connection_lost(self) -> None:
         """Reading ended: the peer's EOF, or the connection broke."""
-        self.state = State.CLOSED
+        self.protocol.receive_eof()
         if self.debug:
             logger.debug("%s = connection is CLOSED", self.peer)
         if self._timer is not None:
@@ -559,7 +549,7 @@ class Connection:
         self.transport.close()
         for waiter, _ in self._pings.values():
             if not waiter.done():
-                waiter.set_exception(self._closed_exception())
+                waiter.set_exception(self.protocol.closed_exception())
                 waiter.exception()  # nobody may be awaiting it: mark it retrieved
         self._pings.clear()
         if self._recv_waiter is not None and not self._recv_waiter.done():
@@ -569,48 +559,15 @@ class Connection:
 
     # ------------------------------------------------------------ writing side
 
-    def _write_message(self, opcode: int, payload: bytes) -> None:
-        extension = self.extension
-        if extension is not None and len(payload) >= COMPRESSION_THRESHOLD:
-            compressed = extension.encode(payload)
-            self._write_frame(opcode, compressed, rsv1=True, original=payload)
-        else:
-            self._write_frame(opcode, payload)
-
-    def _write_fragments(self, fragments: Iterable[Data]) -> None:
-        # Collected and checked before the first frame goes out: a message
-        # abandoned halfway would leave the peer inside a fragmented message.
-        parts = list(fragments)
-        if not parts:
-            return
-        is_text = isinstance(parts[0], str)
-        if any(isinstance(part, str) != is_text for part in parts):
-            raise TypeError("all fragments of a message must be str, or all bytes")
-        opcode = Opcode.TEXT if is_text else Opcode.BINARY
-        for part in parts[:-1]:
-            self._write_frame(opcode, _to_bytes(part), fin=False)
-            opcode = Opcode.CONT
-        self._write_frame(opcode, _to_bytes(parts[-1]))
-
-    def _write_frame(
-        self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, original: bytes | None = None
-    ) -> None:
-        if self.debug:
-            shown = original if original is not None else payload
-            logger.debug("%s > %s", self.peer, _describe(opcode, shown, fin, rsv1, len(payload)))
-        header = encode_header(opcode, len(payload), fin, rsv1)
-        if self.is_client:
-            # §5.3: a fresh, unpredictable key for every frame.
-            key = os.urandom(4)
-            header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
-            payload = apply_mask(payload, key)
-        if len(payload) <= _JOIN_LIMIT:
-            self._write(header + payload)
-        else:
-            # Two writes rather than copying a large payload behind its header.
-            self._flush()
-            self.transport.write(header)
-            self.transport.write(payload)
+    def _write_all(self, chunks: list[bytes]) -> None:
+        """Write what the protocol produced, in order: small pieces may wait to
+        be joined (see _write), a large payload goes out at once as it is."""
+        for chunk in chunks:
+            if len(chunk) <= _JOIN_LIMIT:
+                self._write(chunk)
+            else:
+                self._flush()
+                self.transport.write(chunk)
 
     def _write(self, data: bytes) -> None:
         """Queue bytes for the socket until the end of this loop iteration.
@@ -631,11 +588,13 @@ class Connection:
             self._outgoing.append(data)
         self._outgoing_size += len(data)
 
-    def _write_now(self, data: bytes) -> None:
-        """Write at once, after anything queued: broadcast() writes to
-        thousands of connections and schedules no flush for each."""
+    def write_now(self, chunks: list[bytes]) -> None:
+        """Write frames at once, after anything queued, without waiting for the
+        buffer to drain: :func:`~common.broadcast` writes to thousands of
+        connections and schedules no flush for each."""
         self._flush()
-        self.transport.write(data)
+        for chunk in chunks:
+            self.transport.write(chunk)
 
     def _flush(self) -> None:
         outgoing = self._outgoing
@@ -653,11 +612,8 @@ class Connection:
             unsent = 0
         return self._outgoing_size + unsent
 
-    def _send_close(self, close: Close) -> None:
-        self.close_sent = close
-        if self.close_rcvd_then_sent is None:
-            self.close_rcvd_then_sent = False
-        self.state = State.CLOSING
+    def _send_close(self, frames: list[bytes]) -> None:
+        """The protocol made our close frame (state CLOSING): send it, and bound the rest."""
         if self.debug:
             logger.debug("%s = connection is CLOSING", self.peer)
         if self._reading_paused:
@@ -665,16 +621,16 @@ class Connection:
             self._resume_reading()
         if self._eof_waiter is not None and not self._eof_waiter.done():
             self._eof_waiter.set_result(None)  # the peer sent EOF already: no close will come
-        self._write_frame(Opcode.CLOSE, close.serialize())
+        self._write_all(frames)
         if self._timer is not None:
             self._timer.cancel()
         # Bound the rest of the handshake: after close_timeout, abort.
         self._abort_timer = self.loop.call_later(self.close_timeout, self._abort)
-        if self.close_rcvd is not None:
+        if self.protocol.close_rcvd is not None:
             # The peer's close came first, its answer deferred: this close
             # answers it, and the handshake is complete.
             self._deferred = None
-            if not self.is_client:
+            if self.protocol.close_transport:
                 self._flush()
                 self.transport.close()
 
@@ -685,12 +641,12 @@ class Connection:
 
     def _keepalive(self) -> None:
         """Ping every ping_interval; close with 1011 if no pong in ping_timeout."""
-        if self.state is not State.OPEN:
+        if self.protocol.state is not State.OPEN:
             return
         payload = struct.pack("!I", int(time.monotonic() * 1000) & 0xFFFFFFFF)
         waiter: asyncio.Future[float] = self.loop.create_future()
         self._pings[payload] = (waiter, time.monotonic())
-        self._write_frame(Opcode.PING, payload)
+        self._write_all(self.protocol.send_ping(payload))
         if self.debug:
             logger.debug("%s %% sent keepalive ping", self.peer)
         if self.ping_timeout is not None:
@@ -699,16 +655,14 @@ class Connection:
             self._timer = self.loop.call_later(self.ping_interval, self._keepalive)  # type: ignore[arg-type]
 
     def _keepalive_expired(self, waiter: asyncio.Future[float]) -> None:
-        if self.state is not State.OPEN:
+        if self.protocol.state is not State.OPEN:
             return
         if waiter.done():
             delay = max(0.0, self.ping_interval - self.ping_timeout)  # type: ignore[operator]
             self._timer = self.loop.call_later(delay, self._keepalive)
             return
         logger.info("%s: no pong within %s s; closing the connection", self.peer, self.ping_timeout)
-        self._send_close(Close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
-        if not self.is_client:
-            self._half_close()
+        self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     # ----------------------------------------------------------------- helpers
 
@@ -716,18 +670,16 @@ class Connection:
         # For a compressed frame, payload is inflated and size is on the wire.
         logger.debug("%s < %s", self.peer, _describe(opcode, payload, fin, rsv1, len(payload) if size is None else size))
 
+    def _log_frame_out(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int) -> None:
+        logger.debug("%s > %s", self.peer, _describe(opcode, payload, fin, rsv1, size))
+
     def _closed_exception(self) -> ConnectionClosed:
-        # A close without a code (1005) is how browsers close by default.
-        ok = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
-        rcvd, sent = self.close_rcvd, self.close_sent
-        if rcvd is not None and sent is not None and rcvd.code in ok and sent.code in ok:
-            return ConnectionClosedOK(rcvd, sent, self.close_rcvd_then_sent)
-        return ConnectionClosedError(rcvd, sent, self.close_rcvd_then_sent)
+        return self.protocol.closed_exception()
 
     async def _raise_closed(self) -> None:
         """Raise ConnectionClosed once the closing connection has closed."""
         await asyncio.shield(self._closed)
-        raise self._closed_exception()
+        raise self.protocol.closed_exception()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.state.name}>"
@@ -739,13 +691,3 @@ def format_address(address: Any) -> str:
         host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
         return f"{host}:{address[1]}"
     return str(address)
-
-
-def _check_control_payload(payload: bytes, limit: int = 125) -> None:
-    """Control frames carry at most 125 bytes (§5.5); raise before sending more."""
-    if len(payload) > limit:
-        raise ValueError(f"{len(payload)} bytes do not fit a control frame (at most {limit})")
-
-
-def _to_bytes(data: Data) -> bytes:
-    return data.encode() if isinstance(data, str) else bytes(data)

@@ -1,6 +1,18 @@
-"""Turning received bytes into WebSocket events, without any I/O.
+"""The WebSocket protocol of one connection, without any I/O (RFC 6455 §5-§7).
 
-:class:`Receiver` is fed whatever the socket delivered and returns the events
+:class:`Protocol` is the state machine: bytes in (:meth:`Protocol.receive_data`,
+:meth:`Protocol.receive_eof`), typed events out, and every action (send a
+message, a ping, a pong, a close; fail the connection; answer the peer's
+close) returns the bytes to write, in order. It owns the state (OPEN,
+CLOSING, CLOSED), the close frames sent and received and which came first,
+compression and, on the client side, masking. What it cannot do without I/O
+it says in properties the adapter reads: :attr:`Protocol.close_transport`
+(the close handshake is complete and this side closes TCP first),
+:attr:`Protocol.half_close` (end our direction: the server failed the
+connection). :mod:`common.connection` is the asyncio adapter around it
+(reading task, message queue, backpressure, writing and draining, timers).
+
+:class:`Receiver`, underneath, is fed whatever the socket delivered and returns the events
 it completes, in the order they arrived on the wire: whole messages (frames
 reassembled, UTF-8 checked, decompressed), pings, pongs and the peer's close.
 The caller may ask for at most so many messages per call (``max_messages``):
@@ -10,21 +22,24 @@ still returned, followed by the exception that says which close code to send:
 the application gets to see (and answer) everything that came first (RFC 6455
 §7.1.7 leaves the order open; conformance suites grade this as "strict").
 
-Unit tests drive it with plain bytes; :mod:`common.connection` drives it with
-what an asyncio stream reads.
+Unit tests drive both with plain bytes; :mod:`common.connection` drives them
+with what an asyncio stream reads.
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
+import enum
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
 from typing import Union
 
-from .exceptions import InvalidPayload, PayloadTooBig, ProtocolError
-from .frames import Close, apply_mask
+from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidPayload, PayloadTooBig, ProtocolError
+from .frames import Close, CloseCode, apply_mask, encode_header
 
-__all__ = ["Receiver", "Event", "Extension"]
+__all__ = ["Protocol", "State", "Ping", "Pong", "ProtocolEvent", "Receiver", "Event", "Extension", "COMPRESSION_THRESHOLD", "check_control_payload"]
 
 # Plain ints rather than the Opcode enum: they are compared for every frame.
 _CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -52,10 +67,23 @@ _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 
 class Extension(TypingProtocol):
-    """What the receiver needs from a negotiated extension (RFC 6455 §9).
+    """A negotiated extension (RFC 6455 §9), as the protocol uses it.
 
-    Only permessage-deflate exists in practice; it claims the RSV1 bit.
+    Only permessage-deflate exists in practice (:mod:`common.deflate`); it
+    claims the RSV1 bit. It works on whole messages when sending and on the
+    frames of a message when receiving.
     """
+
+    @property
+    def shared_key(self) -> object | None:
+        """Equal for two connections whose :meth:`encode` gives equal output for
+        equal input, so that :func:`~common.broadcast` encodes once for both;
+        None when the output depends on this connection's history."""
+        ...
+
+    def encode(self, payload: bytes) -> bytes:
+        """Transform one whole outgoing message's payload (sent with RSV1 set)."""
+        ...
 
     def decode(self, payload: bytes, fin: bool, max_size: int | None) -> bytes:
         """Undo the extension on one frame's payload; bound the output."""
@@ -302,7 +330,7 @@ class Receiver:
         partial = self.partial_done
         self.partial_done = 0
         if opcode == _CONT:
-            opcode = self.opcode  # type: ignore[assignment]
+            opcode = self.opcode or _CONT  # the message's opcode: _check_header made sure there is one
         elif partial:
             # The first frame was partly decoded already: it is the message.
             pass
@@ -397,3 +425,296 @@ class Receiver:
             self.done = True
         else:
             events.append((opcode, payload))
+
+
+# ------------------------------------------------------------------ protocol
+
+# Messages shorter than this go uncompressed even with permessage-deflate.
+# Measured (zlib 1.2.13, JSON telemetry, see common/deflate.py's settings):
+# sending costs ~3 us per message and compressing adds ~6 us whatever the
+# size up to 512 B. Without context takeover a 32-byte message shrinks by 4
+# bytes, a 64-byte one by a third; from 128 bytes on deflate about halves a
+# message even without context takeover (with it, to a fifth).
+COMPRESSION_THRESHOLD = 128
+
+# Up to this size, a frame's header and payload are joined into one bytes
+# object; beyond, they are returned apart, so that a large payload is not
+# copied behind its header (the adapter writes both).
+_JOIN_LIMIT = 16384
+
+
+class State(enum.IntEnum):
+    """The connection's state (RFC 6455 §4.1, §7).
+
+    A connection exists only once the handshake succeeded, so it is never
+    CONNECTING; the value is kept to match the ``websockets`` API.
+    """
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """The peer pinged (§5.5.2); :class:`Protocol` has queued the pong already."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The peer sent a pong (§5.5.3): an answer to a ping of ours, or a heartbeat."""
+
+    data: bytes
+
+
+#: What :meth:`Protocol.receive_data` returns, in the order of the wire: a
+#: message (``str`` for text, ``bytes`` for binary), a :class:`Ping`, a
+#: :class:`Pong`, the peer's :class:`~common.frames.Close`, or last of all a
+#: :class:`~common.exceptions.ProtocolError` when the peer broke the protocol
+#: (the adapter then calls :meth:`Protocol.fail`, once it has delivered the
+#: messages before it).
+ProtocolEvent = Union[str, bytes, Ping, Pong, Close, ProtocolError]
+
+# A close frame carries a code and at most 123 bytes of reason (§5.5.1).
+MAX_REASON = 123
+
+
+class Protocol:
+    """One side of one WebSocket connection, as a state machine without I/O.
+
+    ``is_client`` chooses the side: a client masks what it sends and expects
+    unmasked frames, a server the opposite (§5.1, §5.3). ``max_size`` bounds
+    an incoming message; ``extension`` is the negotiated permessage-deflate,
+    if any. ``log_in`` and ``log_out``, when given, see every frame received
+    and sent (the wire view): ``log(opcode, fin, rsv1, payload, size)``,
+    ``payload`` uncompressed and ``size`` the bytes on the wire.
+
+    Receiving: :meth:`receive_data` parses and returns events; a ping is
+    answered at once (the pong waits in :meth:`data_to_send`); the peer's close
+    is recorded and returned, to be answered by :meth:`answer_close` when the
+    adapter has delivered the messages before it (§7.1.5 orders nothing
+    more). Sending: :meth:`send_message`, :meth:`send_fragments`,
+    :meth:`send_ping`, :meth:`send_pong`, :meth:`send_close` and :meth:`fail`
+    return the bytes to write, in order.
+    """
+
+    __slots__ = (
+        "is_client", "state", "receiver", "extension", "log_out",
+        "close_sent", "close_rcvd", "close_rcvd_then_sent", "failed", "_pending_output",
+    )
+
+    def __init__(
+        self,
+        *,
+        is_client: bool,
+        max_size: int | None = 2**20,
+        extension: Extension | None = None,
+        log_in: Callable[..., None] | None = None,
+        log_out: Callable[..., None] | None = None,
+    ) -> None:
+        self.is_client = is_client
+        self.state = State.OPEN
+        self.receiver = Receiver(expect_masked=not is_client, max_size=max_size, extension=extension, log=log_in)
+        self.extension = extension
+        self.log_out = log_out
+        self.close_sent: Close | None = None
+        self.close_rcvd: Close | None = None
+        #: Which close frame came first, once there was one: True if the peer's.
+        self.close_rcvd_then_sent: bool | None = None
+        #: True once this side failed the connection (see :meth:`fail`).
+        self.failed = False
+        # Bytes produced while receiving (pongs), until data_to_send().
+        self._pending_output: list[bytes] = []
+
+    # -------------------------------------------------------------- receiving
+
+    def receive_data(self, data: bytes, max_messages: int | None = None) -> list[ProtocolEvent]:
+        """Parse ``data``; return the events it completes, in order.
+
+        At most ``max_messages`` messages (None: no limit); the rest stays
+        buffered until ``receive_data(b"", n)`` (see :attr:`pending`). A ping
+        queues its pong (§5.5.2, "as soon as practical") while the connection
+        is OPEN; after our close frame, nothing but the close matters.
+        """
+        events: list[ProtocolEvent] = []
+        append = events.append
+        for opcode, payload in self.receiver.feed(data, max_messages):
+            if opcode == _TEXT or opcode == _BINARY:
+                append(payload)
+            elif isinstance(payload, Close):
+                self.close_rcvd = payload
+                if self.close_rcvd_then_sent is None:
+                    self.close_rcvd_then_sent = True
+                append(payload)
+            elif isinstance(payload, bytes):
+                if opcode == _PONG:
+                    append(Pong(payload))
+                    continue
+                if self.state is State.OPEN:
+                    self._pending_output += self._frame(_PONG, payload)
+                append(Ping(payload))
+            else:
+                append(payload)  # the ProtocolError that ends the events
+        return events
+
+    def receive_eof(self) -> None:
+        """The TCP connection ended (the peer's EOF, or it broke): CLOSED."""
+        self.state = State.CLOSED
+        self._pending_output.clear()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but left unparsed at ``max_messages`` (see :meth:`receive_data`)."""
+        return self.receiver.pending
+
+    @property
+    def receiving_done(self) -> bool:
+        """True once the peer's close or a protocol error ended what it may send."""
+        return self.receiver.done
+
+    def data_to_send(self) -> list[bytes]:
+        """The bytes that receiving produced (pongs), in order; taken once."""
+        output, self._pending_output = self._pending_output, []
+        return output
+
+    # ---------------------------------------------------------------- sending
+
+    def send_message(self, message: str | bytes) -> list[bytes]:
+        """One whole text (``str``) or binary (``bytes``) message, compressed if worth it."""
+        if isinstance(message, str):
+            opcode, payload = _TEXT, message.encode()
+        else:
+            opcode, payload = _BINARY, message
+        return self.send_data(opcode, payload)
+
+    def send_data(self, opcode: int, payload: bytes) -> list[bytes]:
+        """A whole message of ``opcode`` (TEXT or BINARY) whose payload is ``payload``."""
+        extension = self.extension
+        if extension is not None and len(payload) >= COMPRESSION_THRESHOLD:
+            return self._frame(opcode, extension.encode(payload), rsv1=True, original=payload)
+        return self._frame(opcode, payload)
+
+    def send_fragments(self, fragments: Iterable[str | bytes]) -> list[bytes]:
+        """One message, a frame per fragment (§5.4); all ``str`` or all ``bytes``.
+
+        Checked whole before any byte is produced: a message abandoned halfway
+        would leave the peer inside a fragmented message. Not compressed.
+        """
+        parts = list(fragments)
+        if not parts:
+            return []
+        is_text = isinstance(parts[0], str)
+        if any(isinstance(part, str) != is_text for part in parts):
+            raise TypeError("all fragments of a message must be str, or all bytes")
+        opcode = _TEXT if is_text else _BINARY
+        output: list[bytes] = []
+        for index, part in enumerate(parts):
+            payload = part.encode() if isinstance(part, str) else bytes(part)
+            output += self._frame(opcode, payload, fin=index == len(parts) - 1)
+            opcode = _CONT
+        return output
+
+    def send_ping(self, payload: bytes) -> list[bytes]:
+        """A ping (§5.5.2); the payload is at most 125 bytes."""
+        check_control_payload(payload)
+        return self._frame(_PING, payload)
+
+    def send_pong(self, payload: bytes) -> list[bytes]:
+        """An unsolicited pong (§5.5.3): a heartbeat."""
+        check_control_payload(payload)
+        return self._frame(_PONG, payload)
+
+    def send_close(self, close: Close) -> list[bytes]:
+        """Start the close handshake, or answer the peer's (§5.5.1, §7.1.2): CLOSING.
+
+        If the peer's close came first, the handshake is now complete (see
+        :attr:`close_transport`).
+        """
+        if self.state is not State.OPEN:
+            raise RuntimeError(f"cannot send a close frame in state {self.state.name}")
+        self.close_sent = close
+        if self.close_rcvd_then_sent is None:
+            self.close_rcvd_then_sent = False
+        self.state = State.CLOSING
+        return self._frame(_CLOSE, close.serialize())
+
+    def answer_close(self) -> list[bytes]:
+        """Answer the peer's close, echoing its code (§5.5.1); nothing if ours went first.
+
+        A close without a code is answered without one.
+        """
+        assert self.close_rcvd is not None, "no close frame was received"
+        if self.state is not State.OPEN:
+            return []
+        return self.send_close(self.close_rcvd)
+
+    def fail(self, code: int, reason: str = "") -> list[bytes]:
+        """Fail the connection (§7.1.7): a close frame with ``code``, if still OPEN.
+
+        For a :class:`~common.exceptions.ProtocolError`, ``code`` is its
+        ``code`` (1002, 1007, 1009) and ``reason`` its text; the reason is
+        cut to fit a control frame. A server then ends its direction at once
+        (:attr:`half_close`) instead of waiting for the peer's answer.
+        """
+        if self.state is not State.OPEN:
+            return []
+        self.failed = True
+        return self.send_close(Close(code, _cut(reason, MAX_REASON)))
+
+    @property
+    def close_transport(self) -> bool:
+        """The close handshake is complete and this side closes TCP first: the server (§7.1.1).
+
+        (The client waits for the server to close, then closes too.)
+        """
+        return not self.is_client and self.close_sent is not None and self.close_rcvd is not None
+
+    @property
+    def half_close(self) -> bool:
+        """This server failed the connection: it ends its direction now and reads
+        until the peer leaves (closing outright with unread data would make the
+        kernel send a reset, which can destroy the close frame in flight)."""
+        return self.failed and not self.is_client
+
+    def closed_exception(self) -> ConnectionClosed:
+        """What using the connection raises once it is closed: OK after 1000, 1001 or
+        a close without a code (1005, how browsers close by default) both ways; Error otherwise."""
+        ok = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
+        rcvd, sent = self.close_rcvd, self.close_sent
+        if rcvd is not None and sent is not None and rcvd.code in ok and sent.code in ok:
+            return ConnectionClosedOK(rcvd, sent, self.close_rcvd_then_sent)
+        return ConnectionClosedError(rcvd, sent, self.close_rcvd_then_sent)
+
+    # ---------------------------------------------------------------- framing
+
+    def _frame(
+        self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, original: bytes | None = None
+    ) -> list[bytes]:
+        """Encode one frame (§5.2), masked on the client side (§5.3): one bytes
+        object, or header and payload apart when the payload is large."""
+        if self.log_out is not None:
+            self.log_out(opcode, fin, rsv1, payload if original is None else original, len(payload))
+        header = encode_header(opcode, len(payload), fin, rsv1)
+        if self.is_client:
+            # §5.3: a fresh, unpredictable key for every frame.
+            key = os.urandom(4)
+            header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
+            payload = apply_mask(payload, key)
+        if len(payload) <= _JOIN_LIMIT:
+            return [header + payload]
+        return [header, payload]
+
+
+def check_control_payload(payload: bytes, limit: int = 125) -> None:
+    """Control frames carry at most 125 bytes (§5.5)."""
+    if len(payload) > limit:
+        raise ValueError(f"{len(payload)} bytes do not fit a control frame (at most {limit})")
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` shortened to at most ``limit`` bytes of UTF-8, on a character boundary."""
+    return text.encode()[:limit].decode(errors="ignore")
+

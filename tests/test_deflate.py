@@ -46,7 +46,7 @@ from common import (
     connect,
     serve,
 )
-from common import connection as connection_module
+from common import protocol as protocol_module
 from common import deflate
 from common.deflate import PerMessageDeflate, client_accept, client_offer, parse_extensions, server_negotiate
 from common.protocol import Receiver
@@ -69,7 +69,7 @@ def run(coro):
 
 
 def threshold() -> int:
-    return connection_module.COMPRESSION_THRESHOLD
+    return protocol_module.COMPRESSION_THRESHOLD
 
 
 @functools.lru_cache(maxsize=64)

@@ -652,7 +652,7 @@ def test_one_read_of_many_small_messages_queues_no_more_than_max_queue(no_errors
             writer.write(b"".join(b"\x82\x84\x00\x00\x00\x00" + i.to_bytes(4, "big") for i in range(count)))
             await asyncio.wait_for(writer.drain(), BOUND)
             conn = next(iter(srv.connections))
-            await wait_for_condition(lambda: conn.receiver.pending >= 6 * 1000)
+            await wait_for_condition(lambda: conn.protocol.pending >= 6 * 1000)
             assert len(conn._messages) == 8
             gate.set()
             for i in range(count):
