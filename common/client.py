@@ -10,9 +10,10 @@ from typing import Any
 
 from . import deflate
 from .connection import Connection
-from .exceptions import InvalidMessage, NegotiationError
-from .handshake import build_request, check_response, generate_key
-from .http11 import MAX_HEAD, Headers, parse_response, read_head
+from .exceptions import InvalidMessage
+from .handshake import accept_response, build_request, generate_key
+from .http11 import MAX_HEAD, Headers, parse_response
+from .streams import read_head
 
 __all__ = ["connect", "ClientConnection", "parse_uri"]
 
@@ -152,14 +153,10 @@ class connect:
             raise InvalidMessage(f"invalid answer from the server: {exc}") from None
         if response.status != 101:
             response.body = await _read_body(reader, response.headers)
-        subprotocol = check_response(response, key, self.subprotocols)
-        answered = response.headers.get_all("Sec-WebSocket-Extensions")
-        extension = None
-        if answered:
-            if offer is None:
-                raise NegotiationError(f"server answered extensions we did not offer: {answered}")
-            extension = deflate.client_accept(answered)
-        connection = ClientConnection(reader, writer, extension=extension, subprotocol=subprotocol, **self.options)
+        agreed = accept_response(response, key, subprotocols=self.subprotocols, compression=self.compression)
+        connection = ClientConnection(
+            reader, writer, extension=agreed.extension, subprotocol=agreed.subprotocol, **self.options
+        )
         connection.path = path
         connection._request_head = request
         connection.response_headers = response.headers

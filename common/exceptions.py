@@ -20,13 +20,22 @@ Every error the library raises derives from :class:`WebSocketException`::
 
 Errors are mapped to HTTP statuses and close codes here, once, through the
 ``status`` and ``code`` attributes, so that raising code never has to know them.
+
+This module imports nothing else from :mod:`common` at run time: the other
+modules raise its exceptions, so it sits at the bottom of the import graph.
+Close codes appear here as numbers, with their
+:class:`~common.frames.CloseCode` names beside them.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
-from .frames import Close, CloseCode
+if TYPE_CHECKING:
+    # Annotations only: frames.py raises ProtocolError, so importing it here
+    # at run time would make the two modules import each other.
+    from .frames import Close
 
 __all__ = [
     "WebSocketException",
@@ -70,7 +79,7 @@ class ConnectionClosed(WebSocketException):
     @property
     def code(self) -> int:
         """The close code received, or 1006 when no close frame arrived."""
-        return self.rcvd.code if self.rcvd is not None else CloseCode.ABNORMAL_CLOSURE
+        return self.rcvd.code if self.rcvd is not None else 1006  # ABNORMAL_CLOSURE (§7.1.5)
 
     @property
     def reason(self) -> str:
@@ -162,16 +171,16 @@ class NegotiationError(InvalidHandshake):
 class ProtocolError(WebSocketException):
     """The peer broke RFC 6455; the connection fails with ``code`` (§7.1.7)."""
 
-    code: int = CloseCode.PROTOCOL_ERROR
+    code: int = 1002  # PROTOCOL_ERROR
 
 
 class InvalidPayload(ProtocolError):
     """A text message or close reason is not valid UTF-8 (RFC 6455 §8.1)."""
 
-    code = CloseCode.INVALID_DATA
+    code = 1007  # INVALID_DATA
 
 
 class PayloadTooBig(ProtocolError):
     """A message is larger than ``max_size`` (RFC 6455 §7.4.1, code 1009)."""
 
-    code = CloseCode.MESSAGE_TOO_BIG
+    code = 1009  # MESSAGE_TOO_BIG

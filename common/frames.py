@@ -29,6 +29,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+from .exceptions import InvalidPayload, ProtocolError
+
 __all__ = [
     "Opcode",
     "CloseCode",
@@ -106,8 +108,6 @@ class Close:
         A 1-byte payload or an unsendable code is a protocol error (1002);
         a reason that is not UTF-8 is invalid data (1007).
         """
-        from .exceptions import InvalidPayload, ProtocolError
-
         if not payload:
             return cls(CloseCode.NO_STATUS_RCVD)
         if len(payload) == 1:

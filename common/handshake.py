@@ -1,9 +1,12 @@
 """The opening handshake (RFC 6455 §4), as plain functions without I/O.
 
 The server side turns a parsed :class:`~common.http11.Request` into the
-headers of a ``101 Switching Protocols`` answer, or raises an
-:class:`~common.exceptions.InvalidHandshake` that says which HTTP status to
-answer instead. The client side builds the request and checks the answer.
+headers of a ``101 Switching Protocols`` answer (:func:`accept_request`), or
+raises an :class:`~common.exceptions.InvalidHandshake` that says which HTTP
+status to answer instead. The client side builds the request
+(:func:`build_request`) and checks the answer (:func:`accept_response`).
+Reading and writing the bytes is for :mod:`common.server` and
+:mod:`common.client`; what happens here can be tested without a socket.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Union
 
+from . import deflate
 from .exceptions import (
     InvalidHandshake,
     InvalidHeader,
@@ -39,8 +44,12 @@ __all__ = [
     "check_host",
     "host_name",
     "select_subprotocol",
+    "Accept",
+    "accept_request",
     "build_request",
     "check_response",
+    "Agreement",
+    "accept_response",
 ]
 
 #: The magic string of RFC 6455 §1.3, appended to the key before hashing.
@@ -193,6 +202,57 @@ def select_subprotocol(headers: Headers, supported: Sequence[str] | None) -> str
     return None
 
 
+@dataclass(frozen=True)
+class Accept:
+    """The server's decision to open the connection (§4.2.2)."""
+
+    #: The headers of the ``101 Switching Protocols`` answer, in order.
+    headers: tuple[tuple[str, str], ...]
+    #: The subprotocol agreed on, or None.
+    subprotocol: str | None
+    #: The permessage-deflate agreed on, or None for no compression.
+    extension: deflate.PerMessageDeflate | None
+
+
+def accept_request(
+    request: Request,
+    *,
+    origins: Origins | None = None,
+    subprotocols: Sequence[str] | None = None,
+    compression: str | None = None,
+) -> Accept:
+    """Decide whether a request opens a WebSocket, and on what terms (§4.2).
+
+    The checks run in this order, so the first defect names the status:
+    :func:`check_request` (405, 426 or 400), :func:`check_origin` against
+    ``origins`` (403), then the negotiations. :func:`select_subprotocol`
+    picks from ``subprotocols`` (the server's, in order of preference) and
+    never refuses; ``compression="deflate"`` answers a permessage-deflate
+    offer (RFC 7692) and refuses a malformed one with 400
+    (:class:`NegotiationError`); None accepts no extension.
+    The ``Host`` check (:func:`check_host`) and the application's chance to
+    answer plain HTTP come before this, in :mod:`common.server`.
+
+    Returns the :class:`Accept` to answer with; raises
+    :class:`InvalidHandshake` with the status to answer instead.
+    """
+    key = check_request(request)
+    check_origin(request.headers, origins)
+    subprotocol = select_subprotocol(request.headers, subprotocols)
+    # §4.2.2 /server response/: the 101 with Upgrade, Connection and the accept value.
+    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_key(key))]
+    if subprotocol is not None:
+        headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    extension = None
+    if compression == "deflate":
+        # Looked up on the module at each call, so that tests can set its parameters.
+        agreed = deflate.server_negotiate(request.headers.get_all("Sec-WebSocket-Extensions"))
+        if agreed is not None:
+            header, extension = agreed
+            headers.append(("Sec-WebSocket-Extensions", header))
+    return Accept(tuple(headers), subprotocol, extension)
+
+
 def build_request(
     host: str,
     path: str,
@@ -246,3 +306,42 @@ def check_response(
     if len(protocols) > 1 or protocols[0] not in (subprotocols or ()):
         raise NegotiationError(f"server chose a subprotocol we did not offer: {protocols}")
     return protocols[0]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """What the server's ``101`` agreed on, as the client checked it."""
+
+    #: The subprotocol the server chose among those offered, or None.
+    subprotocol: str | None
+    #: The permessage-deflate the server accepted, or None for no compression.
+    extension: deflate.PerMessageDeflate | None
+
+
+def accept_response(
+    response: Response,
+    key: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    compression: str | None = None,
+) -> Agreement:
+    """Check the server's answer to the request sent with ``key`` (§4.1).
+
+    ``subprotocols`` and ``compression`` are what the request offered:
+    the server may choose only among them. ``compression="deflate"`` means
+    :func:`common.deflate.client_offer` was sent; None means no extension
+    was offered, so any answered extension is refused (§4.1: "the client
+    MUST _Fail the WebSocket Connection_"). Raises :class:`InvalidStatus`
+    when the answer is not 101 (quoting ``response.body``, which the caller
+    may have read for that), another :class:`InvalidHandshake` when the 101
+    is wrong.
+    """
+    subprotocol = check_response(response, key, subprotocols)
+    answered = response.headers.get_all("Sec-WebSocket-Extensions")
+    extension = None
+    if answered:
+        if compression != "deflate":
+            raise NegotiationError(f"server answered extensions we did not offer: {answered}")
+        # Looked up on the module at each call, so that tests can set its parameters.
+        extension = deflate.client_accept(answered)
+    return Agreement(subprotocol, extension)

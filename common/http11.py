@@ -3,13 +3,12 @@
 The parsing functions work on the bytes of a message head (the request or
 status line plus headers, up to the blank line) and raise
 :class:`~common.exceptions.InvalidHandshake` subclasses whose ``status`` is
-the answer to send. :func:`read_head` is the only coroutine: it reads a head
-from an asyncio stream without ever buffering more than ``MAX_HEAD`` bytes.
+the answer to send. Nothing here does I/O: reading a head from a socket is
+:func:`common.streams.read_head`'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -20,7 +19,7 @@ __all__ = [
     "Headers",
     "Request",
     "Response",
-    "read_head",
+    "check_start",
     "parse_request",
     "parse_response",
     "serialize_response",
@@ -114,29 +113,18 @@ class Response:
     body: bytes = b""
 
 
-async def read_head(reader: asyncio.StreamReader) -> bytes:
-    """Read up to and including the blank line that ends an HTTP head.
+def check_start(data: bytes) -> None:
+    """Refuse at once a message whose first byte cannot start an HTTP head.
 
-    Raises :class:`InvalidMessage` with 431 when the head grows past
-    ``MAX_HEAD`` and with 400 when the peer closes before finishing it, or at
-    once when the first byte cannot start an HTTP message (a TLS handshake
-    or binary garbage may never contain the blank line that ends a head).
+    ``data`` is what has arrived so far, at least one byte. A method or
+    ``HTTP/1.1`` starts with a token character (RFC 9112 §3, §4); anything
+    else is answered now, since a TLS handshake or binary garbage may never
+    contain the blank line that would end a head.
     """
-    try:
-        first = await reader.readexactly(1)
-        if first[0] not in _TOKEN_CHARS:
-            if first == b"\x16":  # a TLS record of type handshake: a ClientHello
-                raise InvalidMessage("this is a TLS handshake (wss://) on a plain-text port (ws://)")
-            raise InvalidMessage(f"not HTTP: the first byte is {first!r}")
-        return first + await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise InvalidMessage(
-            "request head too large", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
-        ) from None
-    except asyncio.IncompleteReadError as exc:
-        raise InvalidMessage(
-            "connection closed in the middle of the handshake" if exc.partial else "connection closed before the handshake"
-        ) from None
+    if data[0] not in _TOKEN_CHARS:
+        if data[0] == 0x16:  # a TLS record of type handshake: a ClientHello
+            raise InvalidMessage("this is a TLS handshake (wss://) on a plain-text port (ws://)")
+        raise InvalidMessage(f"not HTTP: the first byte is {data[:1]!r}")
 
 
 def _parse_headers(lines: list[bytes]) -> Headers:

@@ -18,21 +18,12 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Union
 
-from . import deflate
 from .connection import Connection, format_address
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .frames import CloseCode
-from .handshake import (
-    Hosts,
-    Origins,
-    accept_key,
-    check_host,
-    check_origin,
-    check_request,
-    host_name,
-    select_subprotocol,
-)
-from .http11 import MAX_HEAD, Headers, Request, error_response, parse_request, read_head, serialize_response
+from .handshake import Hosts, Origins, accept_request, check_host, host_name
+from .http11 import MAX_HEAD, Headers, Request, error_response, parse_request, serialize_response
+from .streams import read_head
 
 __all__ = ["serve", "Server", "ServerConnection", "HTTPResponse"]
 
@@ -185,18 +176,9 @@ class Server:
                     writer.write(response)
                     await writer.drain()
                     return None
-                key = check_request(request)
-                check_origin(request.headers, self.origins)
-                subprotocol = select_subprotocol(request.headers, self.subprotocols)
-                headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_key(key))]
-                if subprotocol is not None:
-                    headers.append(("Sec-WebSocket-Protocol", subprotocol))
-                extension = None
-                if self.compression == "deflate":
-                    agreed = deflate.server_negotiate(request.headers.get_all("Sec-WebSocket-Extensions"))
-                    if agreed is not None:
-                        header, extension = agreed
-                        headers.append(("Sec-WebSocket-Extensions", header))
+                accept = accept_request(
+                    request, origins=self.origins, subprotocols=self.subprotocols, compression=self.compression
+                )
         except TimeoutError:
             logger.info("%s: no complete handshake within %s s; dropped", format_address(peer), self.open_timeout)
             return None
@@ -206,11 +188,13 @@ class Server:
             return None
         except (ConnectionError, OSError):
             return None
-        writer.write(serialize_response(HTTPStatus.SWITCHING_PROTOCOLS, headers))
-        connection = ServerConnection(reader, writer, extension=extension, subprotocol=subprotocol, **self.connection_options)
+        writer.write(serialize_response(HTTPStatus.SWITCHING_PROTOCOLS, accept.headers))
+        connection = ServerConnection(
+            reader, writer, extension=accept.extension, subprotocol=accept.subprotocol, **self.connection_options
+        )
         connection.path = request.path
         connection._request_head = head
-        connection.response_headers = Headers(headers)
+        connection.response_headers = Headers(accept.headers)
         return connection
 
     async def _process_request(self, request: Request) -> bytes | None:

@@ -7,11 +7,12 @@ number. The properties:
   pings, pongs, at most one close, and at most one ProtocolError (1002, 1007
   or 1009), last. Fed in random pieces it gives the same events as in one
   piece (the parser keeps no state that depends on how TCP split the bytes).
-- The handshake functions (http11.parse_request, handshake.check_request,
-  check_origin, select_subprotocol, deflate.server_negotiate, and the client
-  side's parse_response, check_response, deflate.client_accept) either accept
-  or raise the library's InvalidHandshake with a 4xx status; nothing else.
+- The handshake functions (http11.parse_request and handshake.accept_request,
+  the server's decision; the client side's parse_response and
+  handshake.accept_response) either accept or raise the library's
+  InvalidHandshake with a 4xx status; nothing else.
 - A live server answers each mutated handshake with 101 or a short 4xx text,
+  the one accept_request predicts with the server's own settings,
   and each mutated frame stream exactly as the reference Receiver predicts:
   the echoes of the messages before the end, then the close code it implies
   (the peer's own code, or 1002/1007/1009), or no close frame when the stream
@@ -31,7 +32,7 @@ import pytest
 from common import deflate, serve
 from common.exceptions import InvalidHandshake, InvalidPayload, PayloadTooBig, ProtocolError
 from common.frames import Close, encode_frame
-from common.handshake import accept_key, check_origin, check_request, check_response, select_subprotocol
+from common.handshake import accept_key, accept_request, accept_response
 from common.http11 import MAX_HEAD, Headers, parse_request, parse_response
 from common.protocol import Receiver
 
@@ -48,6 +49,10 @@ NASTY = ["", " ", ",", ";", "=", '"', '""', "\\", "\t", "é", "\x7f", "\x00", "a
          "permessage-deflate; client_max_window_bits=8", "permessage-deflate; server_max_window_bits=16",
          "permessage-deflate; server_no_context_takeover; server_no_context_takeover", "x; y=\"1\"",
          "permessage-deflate; client_max_window_bits=\"15\"", "permessage-deflate;;", "null", "chat, superchat"]
+# The handshake settings the functions are fuzzed with (every check and negotiation
+# has something to do), and those of the live server, whose answers they predict.
+FUZZ_SETTINGS = {"origins": [None, "null", "http://localhost:5678"], "subprotocols": ["chat"], "compression": "deflate"}
+LIVE_SETTINGS = {"origins": None, "subprotocols": None, "compression": None}
 
 
 # ---------------------------------------------------------------- generators
@@ -227,19 +232,15 @@ def random_request(rng: random.Random) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
-def server_decision(head: bytes) -> int:
-    """What a server decides for a complete request head: 101, or the 4xx status of the error."""
+def server_decision(head: bytes, settings: dict) -> int:
+    """What a server with these settings decides for a complete request head: 101, or the 4xx status of the error."""
     try:
-        request = parse_request(head)
-        key = check_request(request)
-        check_origin(request.headers, [None, "null", "http://localhost:5678"])
-        select_subprotocol(request.headers, ["chat"])
-        deflate.server_negotiate(request.headers.get_all("Sec-WebSocket-Extensions"))
-        assert accept_key(key)
-        return 101
+        accept = accept_request(parse_request(head), **settings)
     except InvalidHandshake as exc:
         assert 400 <= exc.status < 500, (exc.status, exc)
         return int(exc.status)
+    assert accept.headers[:2] == (("Upgrade", "websocket"), ("Connection", "Upgrade")), accept
+    return 101
 
 
 def test_handshake_functions_accept_or_raise_invalid_handshake():
@@ -252,7 +253,7 @@ def test_handshake_functions_accept_or_raise_invalid_handshake():
             head = mutate(rng, head)
             if not head.endswith(b"\r\n\r\n"):
                 head += b"\r\n\r\n"
-        status = server_decision(head)
+        status = server_decision(head, FUZZ_SETTINGS)
         statuses[status] = statuses.get(status, 0) + 1
     assert statuses.get(101, 0) > HANDSHAKE_CASES // 20 and len(statuses) >= 5, statuses
     accept = accept_key(KEY)
@@ -262,9 +263,7 @@ def test_handshake_functions_accept_or_raise_invalid_handshake():
     for case in range(HANDSHAKE_CASES):
         head = mutate(rng, base)
         try:
-            response = parse_response(head)
-            check_response(response, KEY, ["chat"])
-            deflate.client_accept(response.headers.get_all("Sec-WebSocket-Extensions"))
+            accept_response(parse_response(head), KEY, subprotocols=["chat"], compression="deflate")
             outcomes["accepted"] += 1
         except InvalidHandshake:
             outcomes["refused"] += 1
@@ -352,7 +351,7 @@ def test_live_server_answers_every_fuzzed_connection_as_predicted(no_errors):
             assert 400 <= status < 500, (case, head)
             assert b"Content-Type: text/plain" in head and 0 < len(rest) < 600, (case, head, rest)
             if end >= 4 and len(request) < MAX_HEAD:
-                assert status == server_decision(request), (case, request[:200], head)
+                assert status == server_decision(request, LIVE_SETTINGS), (case, request[:200], head)
             tally[f"HTTP {status}"] = tally.get(f"HTTP {status}", 0) + 1
             return
         messages, close, failed, pings = expected_outcome(stream)
@@ -378,7 +377,7 @@ def test_live_server_answers_every_fuzzed_connection_as_predicted(no_errors):
 
     async def main() -> None:
         async with serve(echo, "127.0.0.1", 0, max_size=MAX_SIZE, open_timeout=BOUND, close_timeout=1,
-                         ping_interval=None, compression=None) as srv:
+                         ping_interval=None, **LIVE_SETTINGS) as srv:
             port = srv.sockets[0].getsockname()[1]
             gate = asyncio.Semaphore(20)
 

@@ -3,6 +3,7 @@
 import pytest
 
 from common.exceptions import (
+    InvalidHandshake,
     InvalidHeader,
     InvalidHost,
     InvalidMessage,
@@ -12,7 +13,11 @@ from common.exceptions import (
     NegotiationError,
 )
 from common.handshake import (
+    Accept,
+    Agreement,
     accept_key,
+    accept_request,
+    accept_response,
     build_request,
     check_host,
     check_origin,
@@ -25,6 +30,7 @@ from common.handshake import (
 from common.http11 import MAX_HEADERS, Headers, error_response, parse_request, parse_response
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3: the accept value of KEY
 
 GOOD = (
     "GET /chat HTTP/1.1\r\n"
@@ -46,7 +52,7 @@ def request(text: str = GOOD, **replace: str):
 
 def test_accept_key_matches_the_rfc_example():
     """RFC 6455 §1.3: the sample key gives the sample accept value."""
-    assert accept_key(KEY) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert accept_key(KEY) == ACCEPT
 
 
 def test_rfc_example_request_is_accepted():
@@ -310,3 +316,120 @@ def test_client_rejects_bad_answers(answer, error):
     key = generate_key()
     with pytest.raises(error):
         check_response(parse_response(answer.format(accept=accept_key(key)).encode()), key, ["chat"])
+
+
+# ------------------------------------------------------- the server's decision
+
+UPGRADE_101 = (("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", ACCEPT))
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
+def test_accept_request_answers_the_rfc_example():
+    """§1.3 and §4.2.2: the sample request opens with Upgrade, Connection and the sample accept value, nothing agreed."""
+    assert accept_request(request()) == Accept(UPGRADE_101, None, None)
+
+
+def test_accept_request_agrees_on_the_server_preferred_subprotocol():
+    """§4.2.2: the chosen subprotocol is answered in Sec-WebSocket-Protocol, after the accept value."""
+    accept = accept_request(request(), subprotocols=["superchat", "chat"])
+    assert accept == Accept((*UPGRADE_101, ("Sec-WebSocket-Protocol", "superchat")), "superchat", None)
+
+
+def test_accept_request_without_a_shared_subprotocol_answers_none():
+    """§4.2.2: no subprotocol in common is no header, not a refusal."""
+    assert accept_request(request(), subprotocols=["mqtt"]) == Accept(UPGRADE_101, None, None)
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+def test_accept_request_answers_a_deflate_offer_only_with_compression(compression):
+    """RFC 7692 §5: with compression="deflate" the browser's offer is answered last; with None it is ignored."""
+    accept = accept_request(request(GOOD.replace("Origin:", DEFLATE_OFFER + "Origin:")), compression=compression)
+    if compression is None:
+        assert accept == Accept(UPGRADE_101, None, None)
+    else:
+        assert accept.headers == (*UPGRADE_101, ("Sec-WebSocket-Extensions", "permessage-deflate"))
+        assert accept.extension is not None and accept.subprotocol is None
+
+
+REFUSALS = {
+    "post": (GOOD.replace("GET /chat", "POST /chat"), {}, InvalidHandshake, 405, [("Allow", "GET")]),
+    "no-upgrade": (
+        GOOD.replace("Upgrade: websocket\r\n", ""), {}, InvalidUpgrade, 426,
+        [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")],
+    ),
+    "origin": (GOOD, {"origins": ["https://example.org"]}, InvalidOrigin, 403, []),
+    # check_request comes first: a request that is no WebSocket at all hears 426, whatever its Origin.
+    "no-upgrade-and-origin": (
+        GOOD.replace("Upgrade: websocket\r\n", ""), {"origins": ["https://example.org"]}, InvalidUpgrade, 426,
+        [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")],
+    ),
+    "bad-deflate-offer": (
+        GOOD.replace("Origin:", "Sec-WebSocket-Extensions: permessage-deflate; x=1\r\nOrigin:"),
+        {"compression": "deflate"}, NegotiationError, 400, [],
+    ),
+}
+
+
+@pytest.mark.parametrize("head, settings, error, status, headers", REFUSALS.values(), ids=list(REFUSALS))
+def test_accept_request_refuses_with_the_status_and_headers_to_answer(head, settings, error, status, headers):
+    """§4.2.1, §4.4, §10.2, RFC 7692 §7.1: each refusal carries its status and the headers that go with it."""
+    with pytest.raises(error) as info:
+        accept_request(request(head), **settings)
+    assert type(info.value) is error and info.value.status == status and info.value.headers == headers
+
+
+# ------------------------------------------------------- the client's check
+
+ANSWER = (
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    f"Sec-WebSocket-Accept: {ACCEPT}\r\n"
+)
+
+
+def response(*extra: str, status: str = "101 Switching Protocols", body: bytes = b""):
+    head = ANSWER.replace("101 Switching Protocols", status) + "".join(f"{line}\r\n" for line in extra) + "\r\n"
+    answer = parse_response(head.encode())
+    answer.body = body
+    return answer
+
+
+def test_accept_response_takes_the_rfc_example():
+    """§1.3 and §4.1: the sample answer to the sample key opens the connection, nothing agreed."""
+    assert accept_response(response(), KEY) == Agreement(None, None)
+
+
+def test_accept_response_returns_the_subprotocol_and_the_extension():
+    """§4.1: a subprotocol among those offered, and a deflate answer to a deflate offer, are agreed."""
+    agreed = accept_response(
+        response("Sec-WebSocket-Protocol: chat", "Sec-WebSocket-Extensions: permessage-deflate"),
+        KEY,
+        subprotocols=["chat", "superchat"],
+        compression="deflate",
+    )
+    assert agreed.subprotocol == "chat" and agreed.extension is not None
+
+
+OTHER_KEY = "x3JJHMbDL1EzLkh9GBhXDw=="  # any key but KEY: ACCEPT does not answer it
+
+
+@pytest.mark.parametrize(
+    "answer, key, settings, error, message",
+    [
+        (response(status="403 Forbidden", body=b"Forbidden: origin\n"), KEY, {}, InvalidStatus, "HTTP 403: Forbidden: origin"),
+        (response(), OTHER_KEY, {}, InvalidHeader, "wrong Sec-WebSocket-Accept"),
+        (response("Sec-WebSocket-Protocol: chat"), KEY, {}, NegotiationError, "subprotocol we did not offer"),
+        (
+            response("Sec-WebSocket-Extensions: permessage-deflate"), KEY, {"subprotocols": ["chat"]},
+            NegotiationError, "extensions we did not offer",
+        ),
+        (
+            response("Sec-WebSocket-Extensions: permessage-deflate; x=1"), KEY, {"compression": "deflate"},
+            NegotiationError, "unknown parameter 'x'",
+        ),
+    ],
+    ids=["not-101", "wrong-accept", "subprotocol-not-offered", "extension-not-offered", "bad-extension"],
+)
+def test_accept_response_fails_the_connection(answer, key, settings, error, message):
+    """§4.1: the client fails the connection on a refusal, a wrong accept value or anything it did not offer."""
+    with pytest.raises(error, match=message):
+        accept_response(answer, key, **settings)
