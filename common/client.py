@@ -6,13 +6,14 @@ import asyncio
 import urllib.parse
 from collections.abc import Generator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from . import deflate
 from .connection import Connection
 from .exceptions import InvalidMessage
 from .handshake import accept_response, build_request, generate_key
 from .http11 import MAX_HEAD, Headers, parse_response
+from .options import CONNECTION_OPTIONS, ConnectionOptions, check_names
 from .streams import read_head
 
 __all__ = ["connect", "ClientConnection", "parse_uri"]
@@ -69,8 +70,12 @@ class connect:
     the subprotocols to offer; ``compression="deflate"`` offers
     permessage-deflate (RFC 7692), None does not. ``open_timeout`` bounds the
     TCP connection and the handshake together; ``ssl`` takes an
-    :class:`ssl.SSLContext` (a default one is made for ``wss://``). The other
-    options are those of :class:`~common.connection.Connection`.
+    :class:`ssl.SSLContext` (a default one is made for ``wss://``).
+    ``**options`` configure the connection (``max_size``, ``max_queue``,
+    ``ping_interval``, ``ping_timeout``, ``close_timeout``,
+    ``write_limit``: :class:`~common.options.ConnectionOptions`); those left
+    out take the defaults of :class:`~common.connection.Connection`, whose
+    docstring says what each does.
     """
 
     def __init__(
@@ -81,15 +86,11 @@ class connect:
         extra_headers: Sequence[tuple[str, str]] | dict[str, str] | None = None,
         subprotocols: Sequence[str] | None = None,
         compression: str | None = "deflate",
-        max_size: int | None = 2**20,
-        max_queue: int = 16,
-        ping_interval: float | None = 20,
-        ping_timeout: float | None = 20,
         open_timeout: float | None = 10,
-        close_timeout: float = 10,
-        write_limit: int = 65536,
         ssl: Any = None,
+        **options: Unpack[ConnectionOptions],
     ) -> None:
+        check_names("connect", options, CONNECTION_OPTIONS)
         if compression not in (None, "deflate"):
             raise ValueError(f"unsupported compression {compression!r}: use 'deflate' or None")
         self.uri = uri
@@ -99,14 +100,7 @@ class connect:
         self.compression = compression
         self.open_timeout = open_timeout
         self.ssl = ssl
-        self.options = dict(
-            max_size=max_size,
-            max_queue=max_queue,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
-            write_limit=write_limit,
-        )
+        self.options = options
         self.connection: ClientConnection | None = None
 
     async def _connect(self) -> ClientConnection:

@@ -16,16 +16,17 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Union
+from typing import Any, TypedDict, Union, Unpack
 
 from .connection import Connection, format_address
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .frames import CloseCode
 from .handshake import Hosts, Origins, accept_request, check_host, host_name
 from .http11 import MAX_HEAD, Headers, Request, error_response, parse_request, serialize_response
+from .options import ConnectionOptions, check_names, connection_options
 from .streams import read_head
 
-__all__ = ["serve", "Server", "ServerConnection", "HTTPResponse"]
+__all__ = ["serve", "ServeOptions", "Server", "ServerConnection", "HTTPResponse"]
 
 logger = logging.getLogger("common")
 
@@ -34,6 +35,9 @@ logger = logging.getLogger("common")
 HTTPResponse = tuple[int, Union[Sequence[tuple[str, str]], dict[str, str]], bytes]
 ProcessRequest = Callable[[str, Headers], Union[HTTPResponse, None, Awaitable[Union[HTTPResponse, None]]]]
 Handler = Callable[["ServerConnection"], Awaitable[Any]]
+
+# Connection's own default, for the shutdown of a server not given close_timeout.
+_CLOSE_TIMEOUT: float = inspect.signature(Connection).parameters["close_timeout"].default
 
 
 class ServerConnection(Connection):
@@ -63,7 +67,7 @@ class Server:
         subprotocols: Sequence[str] | None,
         compression: str | None,
         open_timeout: float | None,
-        connection_options: dict[str, Any],
+        connection_options: ConnectionOptions,
     ) -> None:
         if compression not in (None, "deflate"):
             raise ValueError(f"unsupported compression {compression!r}: use 'deflate' or None")
@@ -124,7 +128,7 @@ class Server:
             task.cancel()
         # Each close is bounded by close_timeout, so this gather is bounded too.
         await asyncio.gather(*(c.close(code, reason) for c in self.connections))
-        close_timeout = self.connection_options.get("close_timeout", 10)
+        close_timeout = self.connection_options.get("close_timeout", _CLOSE_TIMEOUT)
         if self._tasks:
             # Handlers get close_timeout to finish after their connection's
             # close (itself bounded by close_timeout), twice that in all.
@@ -250,6 +254,27 @@ class Server:
                 )
 
 
+class ServeOptions(ConnectionOptions, total=False):
+    """:func:`serve`'s keyword arguments besides its own: those of each
+    connection, and those it passes on to :func:`asyncio.start_server`.
+
+    The latter are listed, as of Python 3.11 to 3.13, so that a misspelt
+    name fails at the call; one this Python's ``start_server`` lacks
+    (``keep_alive`` before 3.13) fails when the server starts.
+    """
+
+    family: int
+    flags: int
+    sock: socket.socket | None
+    backlog: int
+    reuse_address: bool | None
+    reuse_port: bool | None
+    ssl_handshake_timeout: float | None
+    ssl_shutdown_timeout: float | None
+    start_serving: bool
+    keep_alive: bool | None  #: Python 3.13 and later
+
+
 class serve:
     """Start a WebSocket server: ``async with serve(handler, host, port) as server``.
 
@@ -265,9 +290,16 @@ class serve:
     another server gets 403, plain HTTP included (DNS rebinding). ``subprotocols`` lists the server's subprotocols in order
     of preference. ``compression="deflate"`` negotiates permessage-deflate
     (RFC 7692) when the client offers it; None disables it. ``open_timeout``
-    bounds the handshake; the other options are those of
-    :class:`~common.connection.Connection`. ``ssl`` takes an
-    :class:`ssl.SSLContext` for ``wss://``. A port of 0 picks a free port.
+    bounds the handshake. ``ssl`` takes an :class:`ssl.SSLContext` for
+    ``wss://``. A port of 0 picks a free port.
+
+    ``**options`` (:class:`ServeOptions`) configure each connection
+    (``max_size``, ``max_queue``, ``ping_interval``, ``ping_timeout``,
+    ``close_timeout``, ``write_limit``:
+    :class:`~common.options.ConnectionOptions`; those left out take the
+    defaults of :class:`~common.connection.Connection`, whose docstring says
+    what each does), or are passed on to :func:`asyncio.start_server`
+    (``backlog``, ``reuse_port``, ...).
     """
 
     def __init__(
@@ -281,16 +313,12 @@ class serve:
         hosts: Hosts | None = None,
         subprotocols: Sequence[str] | None = None,
         compression: str | None = "deflate",
-        max_size: int | None = 2**20,
-        max_queue: int = 16,
-        ping_interval: float | None = 20,
-        ping_timeout: float | None = 20,
         open_timeout: float | None = 10,
-        close_timeout: float = 10,
-        write_limit: int = 65536,
         ssl: Any = None,
-        **kwargs: Any,
+        **options: Unpack[ServeOptions],
     ) -> None:
+        check_names("serve", options, ServeOptions.__annotations__)
+        connection = connection_options(options)
         self.server = Server(
             handler,
             process_request=process_request,
@@ -299,18 +327,12 @@ class serve:
             subprotocols=subprotocols,
             compression=compression,
             open_timeout=open_timeout,
-            connection_options=dict(
-                max_size=max_size,
-                max_queue=max_queue,
-                ping_interval=ping_interval,
-                ping_timeout=ping_timeout,
-                close_timeout=close_timeout,
-                write_limit=write_limit,
-            ),
+            connection_options=connection,
         )
         self.host = host
         self.port = port
-        self.kwargs = dict(kwargs, ssl=ssl)
+        self.kwargs = {name: value for name, value in options.items() if name not in connection}
+        self.kwargs["ssl"] = ssl
 
     async def _start(self) -> Server:
         await self.server.start(self.host, self.port, **self.kwargs)

@@ -1,20 +1,28 @@
-"""The import graph of common/: no cycles, and no asyncio where there is no I/O.
+"""The shape of the package: its import graph, its lazy names, the keyword arguments of serve() and connect().
 
 The protocol's modules (frames, protocol, http11, handshake, deflate,
 exceptions) work on bytes and can be used without an event loop; they must
 not load asyncio, not even through common/__init__.py, which imports its
-public names on first use (PEP 562). Each check runs in a fresh interpreter,
-since this one has long imported everything.
+public names on first use (PEP 562). Each such check runs in a fresh
+interpreter, since this one has long imported everything. No module of
+common/ imports one that imports it back. serve() and connect() take the
+connection's options as ``**options`` (common/options.py), whose defaults
+only Connection.__init__ writes out.
 """
 
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from common import connect, serve
+from common.connection import Connection
+from common.options import CONNECTION_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "common"
@@ -157,3 +165,44 @@ def test_the_import_graph_has_no_cycles():
     graph = import_graph()
     assert graph["frames"] == {"exceptions"} and graph["exceptions"] == set(), graph
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+# ---------------------------------------------------- serve() and connect()
+
+# The keyword arguments each took before the options were defined once.
+CONNECTION_KEYWORDS = {"max_size", "max_queue", "ping_interval", "ping_timeout", "close_timeout", "write_limit"}
+SERVE_KEYWORDS = {"process_request", "origins", "hosts", "subprotocols", "compression", "open_timeout", "ssl"}
+CONNECT_KEYWORDS = {"origin", "extra_headers", "subprotocols", "compression", "open_timeout", "ssl"}
+
+
+def test_the_options_are_the_connections_keyword_arguments():
+    """ConnectionOptions names exactly Connection.__init__'s options, the one place their defaults are written."""
+    parameters = inspect.signature(Connection).parameters
+    own = {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY} - {"extension", "subprotocol"}
+    assert CONNECTION_OPTIONS == own == CONNECTION_KEYWORDS
+    for function in (serve, connect):
+        assert not CONNECTION_OPTIONS & set(inspect.signature(function).parameters), function
+
+
+@pytest.mark.parametrize("name", sorted(CONNECTION_KEYWORDS | CONNECT_KEYWORDS))
+def test_connect_accepts_the_same_keywords_as_before(name):
+    """Every keyword connect() took is still accepted; a connection option reaches the connection."""
+    client = connect("ws://localhost/", **{name: None})
+    assert (name in client.options) == (name in CONNECTION_KEYWORDS)
+
+
+@pytest.mark.parametrize("name", sorted(CONNECTION_KEYWORDS | SERVE_KEYWORDS | {"backlog", "reuse_port"}))
+def test_serve_accepts_the_same_keywords_as_before(name):
+    """Every keyword serve() took is still accepted: a connection's option goes to each connection, an
+    option of asyncio.start_server() to it."""
+    value = "deflate" if name == "compression" else None
+    server = serve(lambda ws: None, **{name: value})
+    assert (name in server.server.connection_options) == (name in CONNECTION_KEYWORDS)
+    assert (name in server.kwargs) == (name in {"ssl", "backlog", "reuse_port"})
+
+
+@pytest.mark.parametrize("call", [lambda: connect("ws://localhost/", max_sise=1), lambda: serve(print, max_sise=1)])
+def test_an_unknown_keyword_is_a_type_error_naming_it(call):
+    """A misspelt option fails at the call, as for any Python function, not later or silently."""
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'max_sise'"):
+        call()
