@@ -36,7 +36,9 @@ __all__ = [
     "CloseCode",
     "Close",
     "apply_mask",
+    "encode_header",
     "encode_frame",
+    "encode_frame_parts",
     "is_valid_close_code",
 ]
 
@@ -166,6 +168,30 @@ def encode_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False
     return struct.pack("!BBQ", b0, 127, length)
 
 
+def encode_frame_parts(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    mask: bool = False,
+    mask_key: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """Serialize one frame as its header and its payload (masked if ``mask``).
+
+    Clients MUST mask every frame with a fresh, unpredictable key and servers
+    MUST NOT mask (§5.1, §5.3). ``mask_key`` fixes the key for tests; by
+    default it comes from :func:`os.urandom`. Kept apart, a large payload
+    need not be copied behind its header: the two can be written one after
+    the other.
+    """
+    header = encode_header(opcode, len(payload), fin, rsv1)
+    if not mask:
+        return header, payload
+    key = os.urandom(4) if mask_key is None else mask_key
+    return bytes((header[0], header[1] | 0x80)) + header[2:] + key, apply_mask(payload, key)
+
+
 def encode_frame(
     opcode: int,
     payload: bytes,
@@ -175,15 +201,6 @@ def encode_frame(
     mask: bool = False,
     mask_key: bytes | None = None,
 ) -> bytes:
-    """Serialize one frame.
-
-    Clients MUST mask every frame with a fresh, unpredictable key and servers
-    MUST NOT mask (§5.1, §5.3). ``mask_key`` fixes the key for tests; by
-    default it comes from :func:`os.urandom`.
-    """
-    header = encode_header(opcode, len(payload), fin, rsv1)
-    if not mask:
-        return header + payload
-    key = os.urandom(4) if mask_key is None else mask_key
-    masked_header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
-    return masked_header + apply_mask(payload, key)
+    """Serialize one frame, in one piece (see :func:`encode_frame_parts`)."""
+    header, data = encode_frame_parts(opcode, payload, fin=fin, rsv1=rsv1, mask=mask, mask_key=mask_key)
+    return header + data

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import codecs
 import enum
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
 from typing import Union
 
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidPayload, PayloadTooBig, ProtocolError
-from .frames import Close, CloseCode, apply_mask, encode_header
+from .frames import Close, CloseCode, apply_mask, encode_frame_parts
 
 __all__ = ["Protocol", "State", "Ping", "Pong", "ProtocolEvent", "Receiver", "Event", "Extension", "COMPRESSION_THRESHOLD", "check_control_payload"]
 
@@ -697,15 +696,10 @@ class Protocol:
         object, or header and payload apart when the payload is large."""
         if self.log_out is not None:
             self.log_out(opcode, fin, rsv1, payload if original is None else original, len(payload))
-        header = encode_header(opcode, len(payload), fin, rsv1)
-        if self.is_client:
-            # §5.3: a fresh, unpredictable key for every frame.
-            key = os.urandom(4)
-            header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
-            payload = apply_mask(payload, key)
-        if len(payload) <= _JOIN_LIMIT:
-            return [header + payload]
-        return [header, payload]
+        header, data = encode_frame_parts(opcode, payload, fin=fin, rsv1=rsv1, mask=self.is_client)
+        if len(data) <= _JOIN_LIMIT:
+            return [header + data]
+        return [header, data]
 
 
 def check_control_payload(payload: bytes, limit: int = 125) -> None:

@@ -27,7 +27,7 @@ KEY = bytes.fromhex("37 fa 21 3d")
 @pytest.fixture
 def fixed_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The client's masking keys are all 37 fa 21 3d (the RFC's), so that its bytes can be compared."""
-    monkeypatch.setattr("common.protocol.os.urandom", lambda n: KEY[:n])
+    monkeypatch.setattr("common.frames.os.urandom", lambda n: KEY[:n])
 
 
 def mask(frame: bytes) -> bytes:
