@@ -152,7 +152,7 @@ class connect:
             reader, writer, extension=agreed.extension, subprotocol=agreed.subprotocol, **self.options
         )
         connection.path = path
-        connection._request_head = request
+        connection.request_head = request
         connection.response_headers = response.headers
         connection.start()
         return connection

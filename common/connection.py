@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Union
 
-from .exceptions import ConnectionClosed, ConnectionClosedOK, ProtocolError
+from .exceptions import ConnectionClosedOK, ProtocolError
 from .frames import Close, CloseCode, Opcode, is_valid_close_code
 from .http11 import Headers, parse_request
 from .protocol import Extension, Ping, Pong, Protocol, State, check_control_payload
@@ -86,7 +86,7 @@ class Connection:
     # keep each one small. "__dict__" still lets applications tag a connection.
     __slots__ = (
         "reader", "writer", "transport", "loop", "max_queue", "ping_interval", "ping_timeout",
-        "close_timeout", "write_limit", "extension", "subprotocol", "_request_head",
+        "close_timeout", "write_limit", "extension", "subprotocol", "request_head",
         "response_headers", "path", "remote_address", "debug", "protocol",
         "_messages", "_recv_waiter", "_receiving", "_reading_paused",
         "_deferred", "_eof_waiter", "_pings", "_timer", "_abort_timer", "_closed", "_reader_task",
@@ -121,7 +121,8 @@ class Connection:
         self.transport.set_write_buffer_limits(high=write_limit)
         self.extension = extension
         self.subprotocol = subprotocol
-        self._request_head = b""
+        #: The opening request as it went on the wire (parsed on demand: see request_headers).
+        self.request_head = b""
         self.response_headers = Headers()
         self.path = "/"
         self.remote_address = writer.get_extra_info("peername")
@@ -191,7 +192,7 @@ class Connection:
     def request_headers(self) -> Headers:
         """The headers of the opening request (parsed again on each access:
         keeping only the raw bytes saves memory on every idle connection)."""
-        return parse_request(self._request_head).headers if self._request_head else Headers()
+        return parse_request(self.request_head).headers if self.request_head else Headers()
 
     @property
     def peer(self) -> str:
@@ -239,7 +240,7 @@ class Connection:
                 self._eof_waiter.set_result(None)
             if self.protocol.state is State.CLOSED or self.protocol.receiving_done:
                 await asyncio.shield(self._closed)
-                raise self._closed_exception()
+                raise self.protocol.closed_exception()
             if self._recv_waiter is not None:
                 raise RuntimeError("recv() called while another coroutine is already waiting for a message")
             # About to wait: what the handler wrote meanwhile goes out now.
@@ -672,9 +673,6 @@ class Connection:
 
     def _log_frame_out(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int) -> None:
         logger.debug("%s > %s", self.peer, _describe(opcode, payload, fin, rsv1, size))
-
-    def _closed_exception(self) -> ConnectionClosed:
-        return self.protocol.closed_exception()
 
     async def _raise_closed(self) -> None:
         """Raise ConnectionClosed once the closing connection has closed."""

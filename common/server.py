@@ -197,7 +197,7 @@ class Server:
             reader, writer, extension=accept.extension, subprotocol=accept.subprotocol, **self.connection_options
         )
         connection.path = request.path
-        connection._request_head = head
+        connection.request_head = head
         connection.response_headers = Headers(accept.headers)
         return connection
 
@@ -250,7 +250,7 @@ class Server:
             self.connections.discard(connection)
             if verbose:
                 logger.info(
-                    "%s: connection closed: %s", connection.peer, connection._closed_exception()
+                    "%s: connection closed: %s", connection.peer, connection.protocol.closed_exception()
                 )
 
 
