@@ -1,10 +1,15 @@
-"""Fixtures of the browser tests: a browser of each engine, its tabs, a web site of another origin.
+"""Fixtures shared by the tests: the browser tests' (a browser of each engine, its tabs, a web
+site of another origin), then, at the end, the echo server as a subprocess (``echo_server``).
 
 ``browser`` is parametrized by engine, so every test that uses it (or
 ``open_tab``) runs once in Chromium and once in Firefox, and its id says
 which: ``test_x[chromium-test1]``. A missing browser skips its engine's tests
 with one line that says how to install it; with ``CI=true`` it fails them.
 ``-k chromium`` or ``-k firefox`` runs one engine.
+
+``echo_server`` is ``python3 -m common echo`` on a free port, one per test
+module that asks for it. Plain helpers (running a scenario, the in-process
+echo server) are in helpers.py.
 """
 
 from __future__ import annotations
@@ -220,3 +225,25 @@ def _web_site(page: str) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# ============================================================ the echo server
+# For the tests of ``python3 -m common echo`` over raw sockets (conformance,
+# permessage-deflate). Helpers without a teardown are in helpers.py.
+
+from pathlib import Path               # noqa: E402  (this section's imports are kept with it)
+
+try:                                    # tests/ as a package or as a plain directory
+    from . import rawws
+except ImportError:
+    import rawws
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def echo_server() -> Iterator[rawws.EchoServer]:
+    """``python3 -m common echo`` with its default options (or WSLAB_ECHO_CMD, see rawws.EchoServer),
+    started once for each module that uses it, always killed at the module's end."""
+    with rawws.EchoServer(REPO) as server:
+        yield server

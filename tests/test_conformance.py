@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import os
-import struct
 from pathlib import Path
 
 import pytest
@@ -51,15 +50,8 @@ def payload_for(opcode: int, n: int) -> bytes:
 # ===================================================================== fixtures
 
 @pytest.fixture(scope="module")
-def echo_server():
-    """The echo server with default options, started once for the module, always killed."""
-    with rawws.EchoServer(REPO_ROOT) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def limited_server():
-    """A second echo server with --max-size 1000."""
+    """A second echo server, with --max-size 1000 (``echo_server``, with the defaults, is in conftest.py)."""
     with rawws.EchoServer(REPO_ROOT, ["--max-size", str(LIMIT)]) as server:
         yield server
 

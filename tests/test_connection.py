@@ -19,18 +19,10 @@ from common import (
     serve,
 )
 
-BOUND = 10  # seconds: the longest any single wait in these tests may take
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 4 * BOUND))
-
-
-async def wait_until(predicate, timeout=BOUND):
-    """Poll a condition that no event signals, with a bound."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+try:                                    # tests/ as a package or as a plain directory
+    from .helpers import BOUND, echo, run, serving, wait_until
+except ImportError:
+    from helpers import BOUND, echo, run, serving, wait_until
 
 
 async def open_raw_websocket(port, wait_for_answer=True):
@@ -46,23 +38,11 @@ async def open_raw_websocket(port, wait_for_answer=True):
     return reader, writer
 
 
-async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
-
-
-@contextlib.asynccontextmanager
-async def server(handler=echo, **kwargs):
-    async with serve(handler, "127.0.0.1", 0, **kwargs) as srv:
-        srv.url = f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
-        yield srv
-
-
 def test_echo_text_binary_and_fragmented():
     """Text stays str, binary stays bytes, a fragmented send arrives whole."""
 
     async def main():
-        async with server() as srv, connect(srv.url + "/path?q=1") as ws:
+        async with serving() as srv, connect(srv.url + "path?q=1") as ws:
             await ws.send("héllo")
             assert await ws.recv() == "héllo"
             await ws.send(b"\x00\xff")
@@ -84,9 +64,9 @@ def test_handler_sees_path_headers_and_address():
         await ws.send("ok")
 
     async def main():
-        async with server(handler) as srv, connect(srv.url + "/a/b?c=d") as ws:
+        async with serving(handler) as srv, connect(srv.url + "a/b?c=d") as ws:
             assert await ws.recv() == "ok"
-        assert seen == {"path": "/a/b?c=d", "host": srv.url[5:], "peer": "127.0.0.1"}
+        assert seen == {"path": "/a/b?c=d", "host": f"127.0.0.1:{srv.port}", "peer": "127.0.0.1"}
 
     run(main())
 
@@ -96,7 +76,7 @@ def test_sixteen_mib_messages_both_ways():
     big = bytes(range(256)) * (16 * 4096)
 
     async def main():
-        async with server(max_size=2**25) as srv, connect(srv.url, max_size=2**25) as ws:
+        async with serving(max_size=2**25) as srv, connect(srv.url, max_size=2**25) as ws:
             await ws.send(big)
             assert await ws.recv() == big
             await ws.send(big.decode("latin-1"))
@@ -109,7 +89,7 @@ def test_concurrent_senders_do_not_interleave_frames():
     """Several tasks sending at once each get their messages through intact."""
 
     async def main():
-        async with server(max_queue=1024) as srv, connect(srv.url, max_queue=1024) as ws:
+        async with serving(max_queue=1024) as srv, connect(srv.url, max_queue=1024) as ws:
             async def sender(n):
                 for i in range(50):
                     await ws.send(f"{n}:{i}:" + "x" * (i * 100))
@@ -134,7 +114,7 @@ def test_client_closes(code, reason):
                     pass
             done.set_result((ws.close_code, ws.close_reason))
 
-        async with server(handler) as srv:
+        async with serving(handler) as srv:
             ws = await connect(srv.url)
             await ws.close(code, reason)
             assert ws.state is State.CLOSED and ws.close_code == code
@@ -151,7 +131,7 @@ def test_server_closes_and_client_iteration_ends_quietly():
         await ws.close(1000, "done")
 
     async def main():
-        async with server(handler) as srv, connect(srv.url) as ws:
+        async with serving(handler) as srv, connect(srv.url) as ws:
             assert [m async for m in ws] == ["one"]
             assert (ws.close_code, ws.close_reason) == (1000, "done")
             with pytest.raises(ConnectionClosedOK):
@@ -167,7 +147,7 @@ def test_error_close_raises_connection_closed_error():
         await ws.close(4001, "nope")
 
     async def main():
-        async with server(handler) as srv, connect(srv.url) as ws:
+        async with serving(handler) as srv, connect(srv.url) as ws:
             with pytest.raises(ConnectionClosedError) as info:
                 await ws.recv()
             assert info.value.code == 4001 and "4001" in str(info.value)
@@ -177,7 +157,7 @@ def test_error_close_raises_connection_closed_error():
 
 def test_handler_that_returns_closes_with_1000():
     async def main():
-        async with server(lambda ws: asyncio.sleep(0)) as srv, connect(srv.url) as ws:
+        async with serving(lambda ws: asyncio.sleep(0)) as srv, connect(srv.url) as ws:
             with pytest.raises(ConnectionClosedOK):
                 await ws.recv()
             assert ws.close_code == 1000
@@ -195,7 +175,7 @@ def test_handler_error_is_logged_closes_1011_and_server_keeps_serving(caplog):
         await ws.send(message)
 
     async def main():
-        async with server(handler) as srv:
+        async with serving(handler) as srv:
             async with connect(srv.url) as ws:
                 await ws.send("crash")
                 with pytest.raises(ConnectionClosedError):
@@ -221,7 +201,7 @@ def test_server_close_sends_1001_and_waits_for_handlers():
             finished.append(ws.close_code)
 
     async def main():
-        async with server(handler) as srv:
+        async with serving(handler) as srv:
             clients = [await connect(srv.url) for _ in range(3)]
             while len(srv.connections) < 3:
                 await asyncio.sleep(0)  # yield until the handlers registered
@@ -239,7 +219,7 @@ def test_ping_resolves_with_the_round_trip_time():
     """§5.5.2: the peer answers a ping with a pong carrying the same data."""
 
     async def main():
-        async with server() as srv, connect(srv.url) as ws:
+        async with serving() as srv, connect(srv.url) as ws:
             waiter = await ws.ping(b"data")
             latency = await asyncio.wait_for(waiter, BOUND)
             assert 0 <= latency < BOUND
@@ -258,8 +238,8 @@ def test_keepalive_closes_1011_when_pongs_stop():
                 await ws.recv()
             done.set_result(ws.close_sent.code)
 
-        async with server(handler, ping_interval=0.05, ping_timeout=0.05, close_timeout=0.2) as srv:
-            reader, writer = await open_raw_websocket(srv.sockets[0].getsockname()[1], wait_for_answer=False)
+        async with serving(handler, ping_interval=0.05, ping_timeout=0.05, close_timeout=0.2) as srv:
+            reader, writer = await open_raw_websocket(srv.port, wait_for_answer=False)
             # This peer reads nothing and answers nothing: it has vanished.
             assert await asyncio.wait_for(done, BOUND) == CloseCode.INTERNAL_ERROR
             writer.close()
@@ -280,7 +260,7 @@ def test_slow_reader_applies_backpressure_instead_of_buffering():
 
         chunk = os.urandom(65536)  # incompressible, whatever the extensions
 
-        async with server(handler, max_queue=4) as srv, connect(srv.url, write_limit=2**16) as ws:
+        async with serving(handler, max_queue=4) as srv, connect(srv.url, write_limit=2**16) as ws:
             async def send_all():
                 for _ in range(200):
                     await ws.send(chunk)
@@ -303,8 +283,8 @@ def test_messages_before_a_protocol_error_are_answered_first():
     """Strict order: the echo of the good message precedes the 1002 close."""
 
     async def main():
-        async with server() as srv:
-            reader, writer = await open_raw_websocket(srv.sockets[0].getsockname()[1])
+        async with serving() as srv:
+            reader, writer = await open_raw_websocket(srv.port)
             # A masked "hi" and, in the same write, a frame with reserved opcode 3.
             writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x83\x80\x00\x00\x00\x00")
             assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
@@ -319,8 +299,8 @@ def test_messages_before_the_peers_close_are_answered_first():
     """A message and a close in one write: the echo precedes the close reply (§7.1.5 leaves room for it)."""
 
     async def main():
-        async with server() as srv:
-            reader, writer = await open_raw_websocket(srv.sockets[0].getsockname()[1])
+        async with serving() as srv:
+            reader, writer = await open_raw_websocket(srv.port)
             # A masked "hi", then a masked close 1000, in the same write.
             writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x88\x82\x00\x00\x00\x00\x03\xe8")
             assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
@@ -342,17 +322,17 @@ def test_process_request_serves_plain_http_and_404():
         return None
 
     async def main():
-        async with server(process_request=process_request) as srv:
-            port = srv.sockets[0].getsockname()[1]
+        async with serving(process_request=process_request) as srv:
+            port = srv.port
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = await asyncio.wait_for(reader.read(), BOUND)
             assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
             with pytest.raises(InvalidStatus) as info:
-                await connect(srv.url + "/other")
+                await connect(srv.url + "other")
             assert info.value.status_code == 404
             assert info.value.body == b"not found" and "not found" in str(info.value)
-            async with connect(srv.url + "/ws") as ws:
+            async with connect(srv.url + "ws") as ws:
                 await ws.send("x")
                 assert await ws.recv() == "x"
 
@@ -361,8 +341,8 @@ def test_process_request_serves_plain_http_and_404():
 
 def test_plain_get_without_upgrade_gets_426():
     async def main():
-        async with server() as srv:
-            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+        async with serving() as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
             writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = await asyncio.wait_for(reader.read(), BOUND)
             assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
@@ -375,8 +355,8 @@ def test_silent_client_is_dropped_after_open_timeout():
     """A client that connects and sends nothing is dropped after open_timeout."""
 
     async def main():
-        async with server(open_timeout=0.2) as srv:
-            reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+        async with serving(open_timeout=0.2) as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
             assert await asyncio.wait_for(reader.read(), BOUND) == b""
             writer.close()
 
@@ -390,7 +370,7 @@ def test_broadcast_reaches_every_open_connection_once():
         await ws.wait_closed()
 
     async def main():
-        async with server(handler) as srv:
+        async with serving(handler) as srv:
             clients = [await connect(srv.url) for _ in range(5)]
             while len(srv.connections) < 5:
                 await asyncio.sleep(0)  # yield until the handlers registered
@@ -411,8 +391,8 @@ def test_broadcast_skips_then_drops_a_connection_that_is_not_reading(caplog):
         await ws.wait_closed()
 
     async def main():
-        async with server(handler, write_limit=4096, ping_interval=None, ping_timeout=0.3) as srv:
-            port = srv.sockets[0].getsockname()[1]
+        async with serving(handler, write_limit=4096, ping_interval=None, ping_timeout=0.3) as srv:
+            port = srv.port
             reader, writer = await open_raw_websocket(port)  # then never read again
             healthy = await connect(srv.url, max_queue=10000)
             while len(srv.connections) < 2:
@@ -443,8 +423,8 @@ def test_broadcast_skips_then_drops_a_connection_that_is_not_reading(caplog):
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 def test_connect_refused_raises_oserror():
     async def main():
-        async with server() as srv:
-            port = srv.sockets[0].getsockname()[1]
+        async with serving() as srv:
+            port = srv.port
         with pytest.raises(OSError):
             await connect(f"ws://127.0.0.1:{port}")
 
@@ -479,7 +459,7 @@ def test_invalid_control_frames_are_refused_before_sending():
     """§5.5 and §7.4: ping/pong over 125 bytes, long reasons and unsendable codes raise ValueError; the connection stays usable."""
 
     async def main():
-        async with server() as srv, connect(srv.url) as ws:
+        async with serving() as srv, connect(srv.url) as ws:
             with pytest.raises(ValueError):
                 await ws.ping(b"x" * 126)
             with pytest.raises(ValueError):
@@ -499,7 +479,7 @@ def test_fragments_of_mixed_types_send_nothing():
     """A fragmented send with str and bytes mixed raises before any frame leaves."""
 
     async def main():
-        async with server() as srv, connect(srv.url) as ws:
+        async with serving() as srv, connect(srv.url) as ws:
             with pytest.raises(TypeError):
                 await ws.send(["a", "b", b"c"])
             await ws.send("next")
@@ -519,7 +499,7 @@ def test_process_request_error_is_a_500_and_the_server_goes_on(caplog):
         return None
 
     async def main():
-        async with server(process_request=process_request) as srv:
+        async with serving(process_request=process_request) as srv:
             with pytest.raises(InvalidStatus) as info:
                 await connect(srv.url)
             assert info.value.status_code == 500
@@ -541,8 +521,8 @@ def test_handler_closing_after_the_peers_close_ends_at_once():
 
     async def main():
         # close_timeout far beyond BOUND: waiting for it would fail the test.
-        async with server(handler, close_timeout=6 * BOUND) as srv:
-            reader, writer = await open_raw_websocket(srv.sockets[0].getsockname()[1])
+        async with serving(handler, close_timeout=6 * BOUND) as srv:
+            reader, writer = await open_raw_websocket(srv.port)
             writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x81\x82\x00\x00\x00\x00hi" + b"\x88\x82\x00\x00\x00\x00\x03\xe8")
             assert await asyncio.wait_for(reader.read(), BOUND) == b"\x88\x02\x03\xe8"
             writer.close()
@@ -555,7 +535,7 @@ def test_every_wire_view_line_names_its_connection(caplog):
     caplog.set_level(logging.DEBUG, logger="common")
 
     async def main():
-        async with server() as srv:
+        async with serving() as srv:
             async with connect(srv.url, compression=None) as one, connect(srv.url, compression=None) as two:
                 for ws in (one, two):
                     await ws.send("hi")

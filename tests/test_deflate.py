@@ -44,7 +44,6 @@ from common import (
     ProtocolError,
     broadcast,
     connect,
-    serve,
 )
 from common import protocol as protocol_module
 from common import deflate
@@ -53,19 +52,16 @@ from common.protocol import Receiver
 
 try:  # tests/ as a package or as a plain directory
     from . import rawws
+    from .helpers import BOUND, echo, run, serving
 except ImportError:
     import rawws
+    from helpers import BOUND, echo, run, serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BOUND = 10  # seconds: the longest any single asyncio wait may take
 TAIL = b"\x00\x00\xff\xff"
 CONT, TEXT, BINARY, CLOSE, PING, PONG = rawws.CONT, rawws.TEXT, rawws.BINARY, rawws.CLOSE, rawws.PING, rawws.PONG
 RSV1, RSV2, RSV3 = rawws.RSV1, rawws.RSV2, rawws.RSV3
 MiB = 1 << 20
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 6 * BOUND))
 
 
 def threshold() -> int:
@@ -475,30 +471,18 @@ def negotiation(monkeypatch, client: dict | None = None, server: dict | None = N
         yield
 
 
-async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
-
-
-@contextlib.asynccontextmanager
-async def echo_server(handler=echo, **kwargs):
-    async with serve(handler, "127.0.0.1", 0, **kwargs) as server:
-        server.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-        yield server
-
-
 def test_default_handshake_negotiates_deflate():
     """serve() and connect() agree on permessage-deflate by default, with browser-like parameters."""
 
     async def main():
-        async with echo_server() as server, connect(server.url) as ws:
+        async with serving() as server, connect(server.url) as ws:
             assert ws.response_headers["Sec-WebSocket-Extensions"] == "permessage-deflate"
             assert agreed(ws.extension) == (False, False, 15, 15)
             (peer,) = server.connections
             assert peer.request_headers["Sec-WebSocket-Extensions"] == "permessage-deflate; client_max_window_bits"
             assert agreed(peer.extension) == (False, False, 15, 15)
 
-    run(main())
+    run(main(), bound=6 * BOUND)
 
 
 @pytest.mark.parametrize("side", ["client", "server"])
@@ -506,7 +490,7 @@ def test_compression_none_disables(side):
     """compression=None on either side: no extension, messages flow uncompressed."""
 
     async def main():
-        async with echo_server(compression=None if side == "server" else "deflate") as server:
+        async with serving(compression=None if side == "server" else "deflate") as server:
             async with connect(server.url, compression=None if side == "client" else "deflate") as ws:
                 assert ws.extension is None
                 assert "Sec-WebSocket-Extensions" not in ws.response_headers
@@ -514,7 +498,7 @@ def test_compression_none_disables(side):
                 await ws.send("x" * 1000)
                 assert await ws.recv() == "x" * 1000
 
-    run(main())
+    run(main(), bound=6 * BOUND)
 
 
 def http_get(port: int, extensions: str) -> tuple[int, dict[str, str], bytes]:
@@ -531,28 +515,26 @@ def test_server_answers_400_to_malformed_offers(offer, message):
     """A malformed offer gets HTTP 400 whose body says what is wrong; the server goes on serving."""
 
     async def main():
-        async with echo_server() as server:
-            port = server.sockets[0].getsockname()[1]
-            status, _, body = await asyncio.to_thread(http_get, port, offer)
+        async with serving() as server:
+            status, _, body = await asyncio.to_thread(http_get, server.port, offer)
             assert status == 400
             assert message in body.decode()
             async with connect(server.url) as ws:
                 await ws.send("still fine")
                 assert await ws.recv() == "still fine"
 
-    run(main())
+    run(main(), bound=6 * BOUND)
 
 
 def test_server_without_compression_ignores_malformed_offers():
     """With compression=None the header is not even read: 101."""
 
     async def main():
-        async with echo_server(compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            status, headers, _ = await asyncio.to_thread(http_get, port, "permessage-deflate; foo")
+        async with serving(compression=None) as server:
+            status, headers, _ = await asyncio.to_thread(http_get, server.port, "permessage-deflate; foo")
             assert status == 101 and "sec-websocket-extensions" not in headers
 
-    run(main())
+    run(main(), bound=6 * BOUND)
 
 
 @contextlib.asynccontextmanager
@@ -596,7 +578,7 @@ def test_connect_refuses_bad_answers(extensions, compression):
             with pytest.raises(NegotiationError):
                 await connect(url, compression=compression)
 
-    run(main())
+    run(main(), bound=6 * BOUND)
 
 
 # ============================================================ compression
@@ -778,15 +760,8 @@ def test_uncompressed_messages_still_allowed():
 
 
 @pytest.fixture(scope="module")
-def echo_process():
-    """python3 -m common echo, started once for the module, always killed."""
-    with rawws.EchoServer(REPO_ROOT) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def small_echo_process():
-    """The echo server with --max-size 1 MiB, for the bombs."""
+def small_echo_server():
+    """The echo server with --max-size 1 MiB, for the bombs (``echo_server``, with the defaults, is in conftest.py)."""
     with rawws.EchoServer(REPO_ROOT, ["--max-size", str(MiB)]) as server:
         yield server
 
@@ -919,14 +894,14 @@ SIZES = [16, 200, 4096, 65536, MiB]
 
 @pytest.mark.parametrize("encoder", ["zlib", "fixed"])
 @pytest.mark.parametrize("offer, answer", CONFORMANCE_OFFERS, ids=CONFORMANCE_IDS)
-def test_echo_conformance(echo_process, offer, answer, encoder):
+def test_echo_conformance(echo_server, offer, answer, encoder):
     """Autobahn 12/13 in spirit: sizes x parameters, each message twice, echoed exactly.
 
     The server compresses every reply of COMPRESSION_THRESHOLD bytes or more
     (RSV1 on the first frame only); with server context takeover a repeat
     costs less than the first, without it the compressed bytes are identical.
     """
-    client = DeflateClient(echo_process.port, offer, encoder)
+    client = DeflateClient(echo_server.port, offer, encoder)
     try:
         assert client.answer == answer
         for size in SIZES:
@@ -954,9 +929,9 @@ def test_echo_conformance(echo_process, offer, answer, encoder):
 
 @pytest.mark.parametrize("frames", [2, 3, 10, 100])
 @pytest.mark.parametrize("offer", ["permessage-deflate", "permessage-deflate; client_no_context_takeover"])
-def test_fragmented_compressed_messages(echo_process, offer, frames):
+def test_fragmented_compressed_messages(echo_server, offer, frames):
     """A compressed message across several frames (RSV1 on the first only) is reassembled, then inflated."""
-    client = DeflateClient(echo_process.port, offer)
+    client = DeflateClient(echo_server.port, offer)
     try:
         for n, opcode in enumerate((TEXT, BINARY, TEXT)):
             payload = text_payload(3000, n) if opcode == TEXT else binary_payload(3000, n)
@@ -967,9 +942,9 @@ def test_fragmented_compressed_messages(echo_process, offer, frames):
         client.ws.close_socket()
 
 
-def test_fragmented_compressed_message_with_ping_between(echo_process):
+def test_fragmented_compressed_message_with_ping_between(echo_server):
     """A ping between the fragments of a compressed message is answered; the message arrives whole."""
-    client = DeflateClient(echo_process.port, "permessage-deflate")
+    client = DeflateClient(echo_server.port, "permessage-deflate")
     try:
         payload = text_payload(2000)
         data = client.compress(payload)
@@ -984,13 +959,13 @@ def test_fragmented_compressed_message_with_ping_between(echo_process):
 
 
 @pytest.mark.parametrize("offer", ["permessage-deflate", "permessage-deflate; client_no_context_takeover"])
-def test_bfinal_and_uncompressed_messages_mix(echo_process, offer):
+def test_bfinal_and_uncompressed_messages_mix(echo_server, offer):
     """Messages ending in a BFINAL block (§7.2.3.4) and plain messages (no RSV1) mix with compressed ones.
 
     A BFINAL block ends the DEFLATE stream: the next compressed message starts
     a new one, context takeover or not.
     """
-    client = DeflateClient(echo_process.port, offer)
+    client = DeflateClient(echo_server.port, offer)
     try:
         for payload in (b"Hello", text_payload(500), b""):
             client.send(TEXT, payload)
@@ -1011,9 +986,9 @@ def test_bfinal_and_uncompressed_messages_mix(echo_process, offer):
         client.ws.close_socket()
 
 
-def test_control_frames_never_compressed(echo_process):
+def test_control_frames_never_compressed(echo_server):
     """Pings are answered with plain pongs, and the close frame is plain, with deflate negotiated."""
-    client = DeflateClient(echo_process.port, "permessage-deflate")
+    client = DeflateClient(echo_server.port, "permessage-deflate")
     try:
         client.ws.send_frame(PING, b"p" * 125)
         assert client.recv_frame() == (True, 0, PONG, b"p" * 125)
@@ -1032,9 +1007,9 @@ def test_control_frames_never_compressed(echo_process):
     ],
     ids=["rsv1-on-continuation", "rsv1-on-ping", "not-deflate", "bad-utf8-inside"],
 )
-def test_echo_fails_bad_compressed_frames(echo_process, make_wire, code):
+def test_echo_fails_bad_compressed_frames(echo_server, make_wire, code):
     """RSV1 misplaced (§6) or data that is not DEFLATE: 1002; invalid UTF-8 once inflated: 1007."""
-    client = DeflateClient(echo_process.port, "permessage-deflate")
+    client = DeflateClient(echo_server.port, "permessage-deflate")
     try:
         client.ws.send_raw(make_wire(client))
         client.ws.expect_close(code)
@@ -1042,9 +1017,9 @@ def test_echo_fails_bad_compressed_frames(echo_process, make_wire, code):
         client.ws.close_socket()
 
 
-def test_echo_rsv1_without_negotiation(echo_process):
+def test_echo_rsv1_without_negotiation(echo_server):
     """A client that did not offer deflate may not set RSV1: 1002."""
-    client = DeflateClient(echo_process.port, None)
+    client = DeflateClient(echo_server.port, None)
     try:
         assert client.answer is None
         client.ws.send_raw(frame(TEXT, bytes.fromhex("f248cdc9c90700"), rsv=RSV1))
@@ -1061,20 +1036,20 @@ def peak_rss(pid: int) -> int:
     pytest.skip("no /proc/<pid>/status VmHWM here")
 
 
-def test_echo_zip_bomb(small_echo_process):
+def test_echo_zip_bomb(small_echo_server):
     """64 MiB of zeros in ~64 KB against max_size 1 MiB: 1009, peak memory barely moves, others unharmed."""
-    bystander = DeflateClient(small_echo_process.port, "permessage-deflate")
-    attacker = DeflateClient(small_echo_process.port, "permessage-deflate")
+    bystander = DeflateClient(small_echo_server.port, "permessage-deflate")
+    attacker = DeflateClient(small_echo_server.port, "permessage-deflate")
     try:
         c = zlib.compressobj(9, zlib.DEFLATED, -15)
         data = b"".join(c.compress(bytes(MiB)) for _ in range(64)) + c.flush(zlib.Z_SYNC_FLUSH)
         assert len(data) < 100_000
         bystander.send(TEXT, b"before")
         assert bystander.recv()[1] == b"before"
-        before = peak_rss(small_echo_process.proc.pid)
+        before = peak_rss(small_echo_server.proc.pid)
         attacker.ws.send_raw(frame(BINARY, data[:-4], rsv=RSV1))
         attacker.ws.expect_close(1009)
-        grown = peak_rss(small_echo_process.proc.pid) - before
+        grown = peak_rss(small_echo_server.proc.pid) - before
         assert grown < 16 * MiB, f"the server's peak memory grew by {grown} bytes"
         bystander.send(TEXT, text_payload(MiB))
         assert bystander.recv()[1] == text_payload(MiB)
@@ -1084,9 +1059,9 @@ def test_echo_zip_bomb(small_echo_process):
         bystander.ws.close_socket()
 
 
-def test_echo_compressed_frame_too_long(small_echo_process):
+def test_echo_compressed_frame_too_long(small_echo_server):
     """A compressed frame announcing 100 MiB fails with 1009 before its payload is sent."""
-    client = DeflateClient(small_echo_process.port, "permessage-deflate")
+    client = DeflateClient(small_echo_server.port, "permessage-deflate")
     try:
         header, key = rawws.build_header(BINARY, 100 * MiB, rsv=RSV1)
         client.ws.send_raw(header + rawws.mask_bytes(b"\x00" * 1000, key))
@@ -1123,7 +1098,7 @@ def test_in_process_round_trips(monkeypatch, options):
 
     async def main():
         with negotiation(monkeypatch, client=options):
-            async with echo_server() as server, connect(server.url) as ws:
+            async with serving() as server, connect(server.url) as ws:
                 assert agreed(ws.extension) == expected_client
                 assert agreed(next(iter(server.connections)).extension) == expected_server
                 for size in SIZES:
@@ -1132,7 +1107,7 @@ def test_in_process_round_trips(monkeypatch, options):
                             await ws.send(message)
                             assert await ws.recv() == message
 
-    run(main())
+    run(main(), bound=6 * BOUND)
 
 
 def test_in_process_server_demands(monkeypatch):
@@ -1141,7 +1116,7 @@ def test_in_process_server_demands(monkeypatch):
     async def main():
         with negotiation(monkeypatch, server={"server_no_context_takeover": True, "client_no_context_takeover": True,
                                               "client_max_window_bits": 10}):
-            async with echo_server() as server, connect(server.url) as ws:
+            async with serving() as server, connect(server.url) as ws:
                 assert ws.response_headers["Sec-WebSocket-Extensions"] == (
                     "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10")
                 assert agreed(ws.extension) == (True, True, 10, 15)
@@ -1149,7 +1124,7 @@ def test_in_process_server_demands(monkeypatch):
                     await ws.send(message)
                     assert await ws.recv() == message
 
-    run(main())
+    run(main(), bound=6 * BOUND)
 
 
 def test_in_process_zip_bomb():
@@ -1164,7 +1139,7 @@ def test_in_process_zip_bomb():
             raise
 
     async def main():
-        async with echo_server(handler, max_size=MiB) as server, connect(server.url) as bystander:
+        async with serving(handler, max_size=MiB) as server, connect(server.url) as bystander:
             async with connect(server.url, max_size=None) as ws:
                 await ws.send(bytes(10_000_000))
                 with pytest.raises(ConnectionClosedError) as info:
@@ -1175,7 +1150,7 @@ def test_in_process_zip_bomb():
         (exc,) = seen
         assert exc.sent.code == 1009 and "max_size" in exc.sent.reason
 
-    run(main())
+    run(main(), bound=6 * BOUND)
 
 
 def test_wire_view_shows_compression(monkeypatch, caplog):
@@ -1183,13 +1158,13 @@ def test_wire_view_shows_compression(monkeypatch, caplog):
     caplog.set_level(logging.DEBUG, logger="common")
 
     async def main():
-        async with echo_server() as server, connect(server.url) as ws:
+        async with serving() as server, connect(server.url) as ws:
             await ws.send("spam " * 100)
             assert await ws.recv() == "spam " * 100
             await ws.send("tiny")
             assert await ws.recv() == "tiny"
 
-    run(main())
+    run(main(), bound=6 * BOUND)
     # Each line starts with the connection's name (the peer's address), then the frame.
     lines = [r.getMessage().split(" ", 1)[1] for r in caplog.records if r.levelno == logging.DEBUG]
     sent = [line for line in lines if line.startswith("> TEXT 'spam") and "[500 bytes, compressed to" in line]
@@ -1219,7 +1194,7 @@ def test_broadcast_compresses_once_per_group(monkeypatch):
     ]
 
     async def main():
-        async with echo_server(lambda ws: ws.wait_closed()) as server:
+        async with serving(lambda ws: ws.wait_closed()) as server:
             sockets = []
             for options in clients:
                 with negotiation(monkeypatch, client=options or {}):
@@ -1240,4 +1215,4 @@ def test_broadcast_compresses_once_per_group(monkeypatch):
             for ws in sockets:
                 await ws.close()
 
-    run(main())
+    run(main(), bound=6 * BOUND)

@@ -19,22 +19,16 @@ import pytest
 from common import CloseCode, ConnectionClosedError, InvalidStatus, State, connect, serve
 from common.http11 import MAX_HEAD, MAX_HEADERS, MAX_LINE
 
-BOUND = 10  # seconds: the longest any single wait in these tests may take
+try:                                    # tests/ as a package or as a plain directory
+    from .helpers import BOUND, echo, run, serving, wait_until
+except ImportError:
+    from helpers import BOUND, echo, run, serving, wait_until
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 HANDSHAKE = (
     "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
 ).encode()
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 4 * BOUND))
-
-
-async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
 
 
 @pytest.fixture
@@ -44,14 +38,6 @@ def no_errors(caplog):
     yield caplog
     bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not bad, "logged: " + "; ".join(f"{r.name} {r.levelname}: {r.getMessage()}" for r in bad)
-
-
-@contextlib.asynccontextmanager
-async def server(handler=echo, **kwargs):
-    async with serve(handler, "127.0.0.1", 0, **kwargs) as srv:
-        srv.port = srv.sockets[0].getsockname()[1]
-        srv.url = f"ws://127.0.0.1:{srv.port}/"
-        yield srv
 
 
 async def still_serving(srv):
@@ -131,7 +117,7 @@ def test_bad_handshake_gets_a_clear_http_error(name, request_bytes, statuses, no
     """Each malformed or oversized request gets its HTTP error at once, with a short text body."""
 
     async def main():
-        async with server(open_timeout=BOUND) as srv:
+        async with serving(open_timeout=BOUND) as srv:
             started = time.monotonic()
             status, headers, body = await http_exchange(srv, request_bytes)
             assert status in statuses, f"{name}: {status} {body}"
@@ -147,7 +133,7 @@ def test_handshake_split_across_hundreds_of_tiny_writes_succeeds(no_errors):
     """A request that arrives one byte per TCP segment is reassembled and accepted."""
 
     async def main():
-        async with server() as srv:
+        async with serving() as srv:
             reader, writer = await open_raw(srv, nodelay=True)
             request = HANDSHAKE[:-2] + b"X-Padding: " + b"p" * 200 + b"\r\n\r\n"
             assert len(request) > 300
@@ -169,7 +155,7 @@ def test_client_that_sends_nothing_is_closed_after_open_timeout(no_errors):
     """A connection that never starts a handshake is closed once open_timeout passes, not before."""
 
     async def main():
-        async with server(open_timeout=0.5) as srv:
+        async with serving(open_timeout=0.5) as srv:
             reader, writer = await open_raw(srv)
             started = time.monotonic()
             assert await read_to_end(reader) == b""
@@ -184,7 +170,7 @@ def test_slowloris_is_closed_by_the_handshake_deadline(no_errors):
     """One byte every 0.1 s does not reset the deadline: the whole handshake must fit in open_timeout."""
 
     async def main():
-        async with server(open_timeout=0.5) as srv:
+        async with serving(open_timeout=0.5) as srv:
             reader, writer = await open_raw(srv, nodelay=True)
             started = time.monotonic()
             closed = asyncio.ensure_future(read_to_end(reader))
@@ -219,7 +205,7 @@ def test_tls_client_hello_to_a_plain_port_gets_400_at_once(no_errors):
     """wss:// to a ws:// server: the ClientHello is not HTTP; 400 at once, no traceback."""
 
     async def main():
-        async with server(open_timeout=BOUND) as srv:
+        async with serving(open_timeout=BOUND) as srv:
             hello = client_hello()
             assert hello[0] == 0x16  # a TLS handshake record
             started = time.monotonic()
@@ -235,7 +221,7 @@ def test_wss_client_against_a_plain_server_fails_cleanly(no_errors):
     """common.connect with TLS against a ws:// server fails with an SSL error, the server logs no error."""
 
     async def main():
-        async with server(open_timeout=BOUND) as srv:
+        async with serving(open_timeout=BOUND) as srv:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -293,7 +279,7 @@ def test_bad_frame_header_fails_the_connection_at_once(name, header, code, no_er
             seen.append(ws.close_sent.code)
 
     async def main():
-        async with server(handler, max_size=4096) as srv:
+        async with serving(handler, max_size=4096) as srv:
             reader, writer = await open_websocket(srv)
             started = time.monotonic()
             writer.write(header + b"\x00\x00\x00\x00")  # the header and mask key only
@@ -325,7 +311,7 @@ def test_peer_that_stops_reading_blocks_send_and_is_dropped_by_keepalive(no_erro
                 done.set_result(exc)
 
         limits = dict(write_limit=65536, ping_interval=0.2, ping_timeout=0.3, close_timeout=0.3)
-        async with server(handler, **limits) as srv:
+        async with serving(handler, **limits) as srv:
             reader, writer = await open_websocket(srv, "/flood")  # and then never read again
             started = time.monotonic()
             exc = await asyncio.wait_for(done, BOUND)
@@ -351,7 +337,7 @@ def test_peer_that_vanishes_is_detected_by_keepalive(no_errors):
             except ConnectionClosedError as exc:
                 done.set_result((exc.code, ws.close_sent.code, ws.state))
 
-        async with server(handler, ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2) as srv:
+        async with serving(handler, ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2) as srv:
             reader, writer = await open_websocket(srv)  # silent from here on: no pong, no close
             code, sent, state = await asyncio.wait_for(done, BOUND)
             assert code in (CloseCode.ABNORMAL_CLOSURE, CloseCode.INTERNAL_ERROR)
@@ -367,7 +353,7 @@ def test_half_closed_peer_still_gets_its_answer(together, no_errors):
     """shutdown(SHUT_WR) after a message: the server answers it, then closes the TCP connection cleanly."""
 
     async def main():
-        async with server() as srv:
+        async with serving() as srv:
             for _ in range(20):  # the race between the message and the EOF goes both ways
                 reader, writer = await open_raw(srv)
                 if together:
@@ -422,7 +408,7 @@ def test_origins_allow_or_refuse_with_403(origins, origin, allowed, no_errors):
     """serve(origins=...) opens listed origins and answers 403 with a text body to the rest."""
 
     async def main():
-        async with server(origins=origins) as srv:
+        async with serving(origins=origins) as srv:
             host = f"127.0.0.1:{srv.port}"
             header = b"" if origin is None else f"Origin: {origin.format(host=host)}\r\n".encode()
             request = HANDSHAKE.replace(b"Host: 127.0.0.1\r\n", f"Host: {host}\r\n".encode())[:-2] + header + b"\r\n"
@@ -456,7 +442,7 @@ def test_two_origin_headers_are_refused(no_errors):
     """A request with two Origin headers is ambiguous: 403, even if both are allowed."""
 
     async def main():
-        async with server(origins=[None, "null"]) as srv:
+        async with serving(origins=[None, "null"]) as srv:
             status, _, body = await http_exchange(srv, HANDSHAKE[:-2] + b"Origin: null\r\nOrigin: null\r\n\r\n")
             assert status == 403 and "more than one Origin" in body
             await still_serving(srv)
@@ -473,7 +459,7 @@ def test_origin_function_gets_the_request_headers(no_errors):
         return headers.get("X-Test") == "yes"
 
     async def main():
-        async with server(origins=origins) as srv:
+        async with serving(origins=origins) as srv:
             async with connect(srv.url, origin="http://a.example", extra_headers={"X-Test": "yes"}) as ws:
                 await ws.send("ok")
                 assert await ws.recv() == "ok"
@@ -523,7 +509,7 @@ def test_ping_flood_without_reading_holds_bounded_memory(no_errors):
     """Pongs nobody reads stop the server from reading more pings: memory stays near write_limit."""
 
     async def main():
-        async with server(ping_interval=None, write_limit=65536) as srv:
+        async with serving(ping_interval=None, write_limit=65536) as srv:
             reader, writer = await open_websocket_with_small_window(srv)
             chunk = PING * 2000  # 262 KB, the size of one of the server's reads
             tracemalloc.start()
@@ -550,7 +536,7 @@ def test_ping_flood_then_fin_without_reading_ends_within_the_timeouts(no_errors)
 
     async def main():
         limits = dict(ping_interval=1, ping_timeout=1, close_timeout=0.3)
-        async with server(**limits) as srv:
+        async with serving(**limits) as srv:
             reader, writer = await open_websocket_with_small_window(srv)
             conn = next(iter(srv.connections))
             await write_until_blocked(writer, PING * 2000, 40 * 2000 * len(PING))
@@ -576,7 +562,7 @@ def test_fin_after_a_message_whose_echo_is_never_read_ends_the_blocked_send(no_e
                 outcome.set_result(exc)
                 raise
 
-        async with server(handler, max_size=2**25, ping_interval=None, close_timeout=0.5) as srv:
+        async with serving(handler, max_size=2**25, ping_interval=None, close_timeout=0.5) as srv:
             reader, writer = await open_websocket_with_small_window(srv)
             size = 2**24
             writer.write(b"\x82\xff" + size.to_bytes(8, "big") + b"\x00\x00\x00\x00")
@@ -612,7 +598,7 @@ def test_shutdown_ends_a_send_blocked_on_a_peer_that_sent_fin(no_errors):
         srv = await serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=0.5)
         srv.port = srv.sockets[0].getsockname()[1]
         reader, writer = await open_websocket_with_small_window(srv)
-        await wait_for_condition(lambda: srv.connections and next(iter(srv.connections)).buffered_amount() > 65536)
+        await wait_until(lambda: srv.connections and next(iter(srv.connections)).buffered_amount() > 65536)
         writer.write_eof()
         srv.close()
         await asyncio.wait_for(srv.wait_closed(), BOUND)
@@ -630,12 +616,6 @@ async def transport_gone(conn):
         await asyncio.wait_for(conn.writer.wait_closed(), BOUND)
 
 
-async def wait_for_condition(predicate):
-    async with asyncio.timeout(BOUND):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
 def test_one_read_of_many_small_messages_queues_no_more_than_max_queue(no_errors):
     """Thousands of 6-byte messages in one write: max_queue wait, the rest stay unparsed, none is lost."""
 
@@ -647,12 +627,12 @@ def test_one_read_of_many_small_messages_queues_no_more_than_max_queue(no_errors
             await echo(ws)
 
         count = 20_000
-        async with server(handler, max_queue=8) as srv:
+        async with serving(handler, max_queue=8) as srv:
             reader, writer = await open_websocket(srv)
             writer.write(b"".join(b"\x82\x84\x00\x00\x00\x00" + i.to_bytes(4, "big") for i in range(count)))
             await asyncio.wait_for(writer.drain(), BOUND)
             conn = next(iter(srv.connections))
-            await wait_for_condition(lambda: conn.protocol.pending >= 6 * 1000)
+            await wait_until(lambda: conn.protocol.pending >= 6 * 1000)
             assert len(conn._messages) == 8
             gate.set()
             for i in range(count):
@@ -673,7 +653,7 @@ def test_close_is_answered_at_once_to_a_handler_that_only_sends(no_errors):
                     await asyncio.wait_for(ws.wait_closed(), 0.05)
                     return
 
-        async with server(handler, close_timeout=60) as srv:
+        async with serving(handler, close_timeout=60) as srv:
             async with connect(srv.url) as ws:
                 await ws.send("hello")
                 assert await asyncio.wait_for(ws.recv(), BOUND) == "tick"
@@ -693,7 +673,7 @@ def test_hosts_refuse_other_names_with_403_before_process_request(host, allowed,
         return (200, [("Content-Type", "text/plain")], b"page\n") if path == "/" else None
 
     async def main():
-        async with server(process_request=page, hosts=["localhost", "127.0.0.1"]) as srv:
+        async with serving(process_request=page, hosts=["localhost", "127.0.0.1"]) as srv:
             for path in ("/", "/ws"):
                 request = HANDSHAKE.replace(b"GET / ", f"GET {path} ".encode()).replace(
                     b"Host: 127.0.0.1\r\n", f"Host: {host}:{srv.port}\r\n".encode()

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make "common" importable
-
 try:                                    # tests/ as a package or as a plain directory
+    from .helpers import run
     from .stage_util import REPO, running_stage
 except ImportError:
+    from helpers import run
     from stage_util import REPO, running_stage
 
-from common import ConnectionClosed, connect  # noqa: E402
+from common import ConnectionClosed, connect
 
 TIMEOUT = 10.0                          # bound on every single wait for an event
 SHARED = ["test5", "test6", "test7", "test8", "test9"]
@@ -42,10 +42,6 @@ LINE = {name: re.compile(rf"SENSOR,{VALUE}") for name in ("test5", "test6", "tes
 LINE |= {name: re.compile(rf"SENSOR,(\d+),{VALUE},{VALUE},{VALUE}") for name in ("test8", "test9")}
 LOGGED = re.compile(r"logged (\d+) samples")
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-
-
-def run(coro, bound: float = 60):
-    return asyncio.run(asyncio.wait_for(coro, bound))
 
 
 def raise_fd_limit() -> int:
@@ -116,7 +112,7 @@ def test_stop_at_full_rate_keeps_every_sample(name, sig, tmp_path):
                 assert ws.close_code == 1001, "closed by the server going away"
             return received[1:]
 
-        received = run(scenario())
+        received = run(scenario(), bound=60)
         stage.proc.wait(TIMEOUT)        # one signal only: a second one would be another test
         assert stage.stop(sig) == 0
     output = stage.output()
@@ -173,7 +169,7 @@ def test_log_write_failure_stops_the_server_with_a_clear_error(name, tmp_path):
                             pass
                 assert commands.close_code == 1001
 
-        run(scenario())
+        run(scenario(), bound=60)
         stage.proc.wait(TIMEOUT)
         code = stage.stop()
     output = stage.output()

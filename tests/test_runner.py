@@ -22,9 +22,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make "common" importable
-
-from common import InvalidOrigin, runner  # noqa: E402
+from common import InvalidOrigin, runner
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

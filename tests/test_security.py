@@ -13,28 +13,23 @@ import asyncio
 import http.client
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make "common" importable
-
 try:                                    # tests/ as a package or as a plain directory
+    from .helpers import run
     from .stage_util import running_stage
 except ImportError:
+    from helpers import run
     from stage_util import running_stage
 
-from common import InvalidStatus, Opcode, connect  # noqa: E402
-from common.frames import encode_frame  # noqa: E402
+from common import InvalidStatus, Opcode, connect
+from common.frames import encode_frame
 
 TIMEOUT = 5.0                           # bound on every single wait for an event
 FILE_PAGES = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8"]
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
 
 
 def socket_path(stage: str) -> str:

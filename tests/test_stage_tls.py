@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make "common" importable
-
 try:                                    # tests/ as a package or as a plain directory
+    from .helpers import run
     from .stage_util import REPO, Stage, running_stage, stage_has_log
 except ImportError:
+    from helpers import run
     from stage_util import REPO, Stage, running_stage, stage_has_log
 
-from common import ClientConnection, InvalidHandshake, connect  # noqa: E402
+from common import ClientConnection, InvalidHandshake, connect
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CERT = FIXTURES / "localhost.pem"
@@ -35,11 +35,6 @@ TIMEOUT = 5.0                           # bound on every single wait for an even
 TLS_STAGES = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 READING = re.compile(r"SENSOR,\d+,-?\d+\.\d{3},-?\d+\.\d{3},-?\d+\.\d{3}")   # test8, test9
-
-
-def run(coro):
-    """Run one test scenario, bounded as a whole."""
-    return asyncio.run(asyncio.wait_for(coro, 30))
 
 
 def client_context() -> ssl.SSLContext:

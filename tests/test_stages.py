@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make "common" importable
-
 try:                                    # tests/ as a package or as a plain directory
+    from .helpers import run
     from .stage_util import REPO, Stage, running_stage, stage_has_log
 except ImportError:
+    from helpers import run
     from stage_util import REPO, Stage, running_stage, stage_has_log
 
-from common import ClientConnection, ConnectionClosed, InvalidStatus, connect  # noqa: E402
+from common import ClientConnection, ConnectionClosed, InvalidStatus, connect
 
 TIMEOUT = 5.0                           # bound on every single wait for an event
 ALL = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
@@ -49,11 +49,6 @@ def reading_format(stage: str) -> re.Pattern[str]:
 def sample_period(stage: str, speed: float) -> float:
     """Seconds between two readings a data client receives, at this speed."""
     return (0.1 if stage in ("test4", "test4b") else 0.25 * 4) / speed
-
-
-def run(coro):
-    """Run one test scenario, bounded as a whole."""
-    return asyncio.run(asyncio.wait_for(coro, 30))
 
 
 async def recv(ws: ClientConnection) -> str:

@@ -7,8 +7,6 @@ for 127.0.0.1 and localhost, published on purpose; they protect nothing
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -17,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from common import ConnectionClosedError, ConnectionClosedOK, InvalidHandshake, connect, serve
+from common import ConnectionClosedError, ConnectionClosedOK, InvalidHandshake, connect
+
+try:                                    # tests/ as a package or as a plain directory
+    from .helpers import BOUND, run, serving
+except ImportError:
+    from helpers import BOUND, run, serving
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CERT = FIXTURES / "localhost.pem"
 KEY = FIXTURES / "localhost.key"
-BOUND = 10  # seconds: the longest any single wait may take
 MiB = 1 << 20
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 4 * BOUND))
 
 
 def server_context() -> ssl.SSLContext:
@@ -39,13 +37,6 @@ def server_context() -> ssl.SSLContext:
 def client_context() -> ssl.SSLContext:
     """Verifies the server against the fixture certificate, hostname included."""
     return ssl.create_default_context(cafile=str(CERT))
-
-
-@contextlib.asynccontextmanager
-async def tls_server(handler, **kwargs):
-    async with serve(handler, "127.0.0.1", 0, ssl=server_context(), **kwargs) as server:
-        server.port = server.sockets[0].getsockname()[1]
-        yield server
 
 
 async def echo_or_close(ws):
@@ -70,7 +61,7 @@ def test_wss_full_exchange(host):
             raise
 
     async def main():
-        async with tls_server(handler) as server:
+        async with serving(handler, ssl=server_context()) as server:
             url = f"wss://{host}:{server.port}/secure"
             async with connect(url, ssl=client_context()) as ws:
                 tls = ws.transport.get_extra_info("ssl_object")
@@ -105,7 +96,7 @@ def test_plain_client_against_tls_port_fails_cleanly(caplog):
     caplog.set_level(logging.INFO, logger="common")
 
     async def main():
-        async with tls_server(echo_or_close) as server:
+        async with serving(echo_or_close, ssl=server_context()) as server:
             started = time.monotonic()
             with pytest.raises((InvalidHandshake, ConnectionError)):
                 await connect(f"ws://127.0.0.1:{server.port}/", open_timeout=BOUND)
@@ -123,11 +114,10 @@ def test_tls_client_against_plain_port_fails_cleanly():
     """wss:// to a plain ws:// port: an SSL error, promptly."""
 
     async def main():
-        async with serve(echo_or_close, "127.0.0.1", 0) as server:
-            port = server.sockets[0].getsockname()[1]
+        async with serving(echo_or_close) as server:
             started = time.monotonic()
             with pytest.raises((ssl.SSLError, ConnectionError)):
-                await connect(f"wss://127.0.0.1:{port}/", ssl=client_context(), open_timeout=BOUND)
+                await connect(f"wss://127.0.0.1:{server.port}/", ssl=client_context(), open_timeout=BOUND)
             assert time.monotonic() - started < BOUND / 2
 
     run(main())
@@ -137,7 +127,7 @@ def test_untrusted_certificate_is_refused():
     """The default context (ssl=None with wss://) does not trust a self-signed certificate."""
 
     async def main():
-        async with tls_server(echo_or_close) as server:
+        async with serving(echo_or_close, ssl=server_context()) as server:
             with pytest.raises(ssl.SSLCertVerificationError):
                 await connect(f"wss://127.0.0.1:{server.port}/", open_timeout=BOUND)
 
