@@ -32,6 +32,11 @@ def test_unmasked_ping_matches_the_rfc_example():
     assert encode_frame(Opcode.PING, b"Hello") == bytes.fromhex("890548656c6c6f")
 
 
+def test_masked_pong_matches_the_rfc_example():
+    """RFC 6455 §5.7: a masked Pong with body "Hello" (the key of the masked text example)."""
+    assert encode_frame(Opcode.PONG, b"Hello", mask=True, mask_key=MASK) == bytes.fromhex("8a8537fa213d7f9f4d5158")
+
+
 def test_fragmented_text_matches_the_rfc_example():
     """RFC 6455 §5.7: "Hel" then "lo" as two fragments."""
     assert encode_frame(Opcode.TEXT, b"Hel", fin=False) == bytes.fromhex("010348656c")
@@ -44,8 +49,9 @@ def test_fragmented_text_matches_the_rfc_example():
         (0, b"\x82\x00"),
         (125, b"\x82\x7d"),
         (126, b"\x82\x7e\x00\x7e"),
+        (256, b"\x82\x7e\x01\x00"),         # RFC 6455 §5.7: 256 bytes in one unmasked frame
         (65535, b"\x82\x7e\xff\xff"),
-        (65536, b"\x82\x7f" + struct.pack("!Q", 65536)),
+        (65536, b"\x82\x7f" + struct.pack("!Q", 65536)),  # §5.7: 64 KiB, 82 7F 0000000000010000
     ],
 )
 def test_length_encodings_at_every_boundary(length, header):

@@ -69,6 +69,9 @@ def test_fragmented_message_with_control_frames_in_between():
         (frame(Opcode.TEXT, b"a", fin=False) + frame(Opcode.BINARY, b"b"), "inside a fragmented message"),
         (b"\x82\xff" + b"\x80" + b"\x00" * 7 + b"mask", "top bit"),
     ],
+    # Named, not shown: the frames hold random masking keys, which would change the ids at every run.
+    ids=["unmasked", "rsv3", "rsv2", "rsv1", "reserved-data-opcode", "reserved-control-opcode", "fragmented-control",
+         "control-over-125", "continuation-without-message", "message-inside-fragmented", "64-bit-length-top-bit"],
 )
 def test_protocol_violations_fail_with_1002(data, reason):
     """§5.1, §5.2, §5.4, §5.5: each violation fails the connection with 1002."""
@@ -81,6 +84,44 @@ def test_client_side_rejects_masked_server_frames():
     """§5.1: a client MUST close the connection if it detects a masked frame."""
     exc = error_of(Receiver(expect_masked=False).feed(frame(Opcode.TEXT, b"x")))
     assert "must not be masked" in str(exc)
+
+
+# RFC 6455 §5.7's examples, as the RFC prints them (literal bytes, not our
+# encoder's): the frames, whether they are masked (a server's Receiver expects
+# masked frames, a client's unmasked ones, §5.1), and the events they give.
+BINARY_256 = bytes(range(256))
+BINARY_64K = bytes(range(256)) * 256
+RFC_EXAMPLES = [
+    pytest.param([bytes.fromhex("810548656c6c6f")], False, [(Opcode.TEXT, "Hello")], id="unmasked-text"),
+    pytest.param([bytes.fromhex("818537fa213d7f9f4d5158")], True, [(Opcode.TEXT, "Hello")], id="masked-text"),
+    pytest.param([bytes.fromhex("010348656c"), bytes.fromhex("80026c6f")], False, [(Opcode.TEXT, "Hello")],
+                 id="fragmented-unmasked-text"),
+    pytest.param([bytes.fromhex("890548656c6c6f")], False, [(Opcode.PING, b"Hello")], id="unmasked-ping"),
+    pytest.param([bytes.fromhex("8a8537fa213d7f9f4d5158")], True, [(Opcode.PONG, b"Hello")], id="masked-pong"),
+    pytest.param([bytes.fromhex("827e0100") + BINARY_256], False, [(Opcode.BINARY, BINARY_256)],
+                 id="256-bytes-binary-16-bit-length"),
+    pytest.param([bytes.fromhex("827f0000000000010000") + BINARY_64K], False, [(Opcode.BINARY, BINARY_64K)],
+                 id="64-KiB-binary-64-bit-length"),
+]
+
+
+@pytest.mark.parametrize("frames, masked, events", RFC_EXAMPLES)
+def test_rfc_examples_parse(frames, masked, events):
+    """§5.7: each example, fed frame by frame to the side that may receive it, gives its message;
+    nothing comes out before the last frame."""
+    receiver = Receiver(expect_masked=masked)
+    *before, last = frames
+    for data in before:
+        assert receiver.feed(data) == []
+    assert receiver.feed(last) == events
+
+
+@pytest.mark.parametrize("frames, masked, events", RFC_EXAMPLES)
+def test_rfc_examples_fail_with_1002_on_the_wrong_side(frames, masked, events):
+    """§5.1: a server fails the connection on an unmasked frame, a client on a masked one: 1002."""
+    exc = error_of(Receiver(expect_masked=not masked).feed(frames[0]))
+    assert type(exc) is ProtocolError and exc.code == 1002
+    assert ("must be masked" if not masked else "must not be masked") in str(exc)
 
 
 def test_messages_before_a_bad_frame_come_out_first():
