@@ -273,13 +273,17 @@ class Connection:
         if protocol.state is not State.OPEN:
             await self._raise_closed()
         if isinstance(message, str):
-            self._write_all(protocol.send_data(Opcode.TEXT, message.encode()))
+            chunks = protocol.send_data(Opcode.TEXT, message.encode())
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            self._write_all(protocol.send_data(Opcode.BINARY, bytes(message)))
+            chunks = protocol.send_data(Opcode.BINARY, bytes(message))
         elif isinstance(message, Iterable):
-            self._write_all(protocol.send_fragments(message))
+            chunks = protocol.send_fragments(message)
         else:
             raise TypeError(f"cannot send {type(message).__name__}: expected str, bytes or an iterable of them")
+        if len(chunks) == 1:  # one small frame: the common case
+            self._write(chunks[0])
+        else:
+            self._write_all(chunks)
         if self.buffered_amount() > self.write_limit:
             self._flush()
             try:
@@ -642,7 +646,8 @@ class Connection:
 
     def _keepalive(self) -> None:
         """Ping every ping_interval; close with 1011 if no pong in ping_timeout."""
-        if self.protocol.state is not State.OPEN:
+        interval = self.ping_interval
+        if self.protocol.state is not State.OPEN or interval is None:
             return
         payload = struct.pack("!I", int(time.monotonic() * 1000) & 0xFFFFFFFF)
         waiter: asyncio.Future[float] = self.loop.create_future()
@@ -653,13 +658,14 @@ class Connection:
         if self.ping_timeout is not None:
             self._timer = self.loop.call_later(self.ping_timeout, self._keepalive_expired, waiter)
         else:
-            self._timer = self.loop.call_later(self.ping_interval, self._keepalive)  # type: ignore[arg-type]
+            self._timer = self.loop.call_later(interval, self._keepalive)
 
     def _keepalive_expired(self, waiter: asyncio.Future[float]) -> None:
-        if self.protocol.state is not State.OPEN:
+        interval, timeout = self.ping_interval, self.ping_timeout
+        if self.protocol.state is not State.OPEN or interval is None or timeout is None:
             return
         if waiter.done():
-            delay = max(0.0, self.ping_interval - self.ping_timeout)  # type: ignore[operator]
+            delay = max(0.0, interval - timeout)
             self._timer = self.loop.call_later(delay, self._keepalive)
             return
         logger.info("%s: no pong within %s s; closing the connection", self.peer, self.ping_timeout)

@@ -171,7 +171,6 @@ def encode_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False
 def encode_frame_parts(
     opcode: int,
     payload: bytes,
-    *,
     fin: bool = True,
     rsv1: bool = False,
     mask: bool = False,

@@ -36,7 +36,7 @@ from typing import Protocol as TypingProtocol
 from typing import Union
 
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidPayload, PayloadTooBig, ProtocolError
-from .frames import Close, CloseCode, apply_mask, encode_frame_parts
+from .frames import Close, CloseCode, apply_mask, encode_frame_parts, encode_header
 
 __all__ = ["Protocol", "State", "Ping", "Pong", "ProtocolEvent", "Receiver", "Event", "Extension", "COMPRESSION_THRESHOLD", "check_control_payload"]
 
@@ -103,7 +103,7 @@ class Receiver:
 
     __slots__ = (
         "expect_masked", "log", "max_size", "extension", "buffer", "opcode", "compressed",
-        "parts", "small", "size", "decoder", "partial_done", "done", "unparsed", "room",
+        "parts", "small", "size", "decoder", "partial_done", "done", "unparsed", "room", "controls",
     )
 
     def __init__(
@@ -137,6 +137,8 @@ class Receiver:
         # by _data, from -1 it never reaches 0 (no limit).
         self.room = -1
         self.unparsed = 0  # see pending
+        #: How many of the last feed()'s events are not messages (control frames, an error).
+        self.controls = 0
 
     @property
     def pending(self) -> int:
@@ -173,6 +175,7 @@ class Receiver:
         # A counter that _data decrements costs ~1 % per small frame; counting
         # messages among the events after every frame here cost ~8 %.
         self.room = -1 if max_messages is None else max_messages
+        self.controls = 0
         try:
             while self.room and not self.done:
                 consumed = self._parse_frame(buf, pos, events)
@@ -181,6 +184,7 @@ class Receiver:
                 pos += consumed
         except ProtocolError as exc:
             self.done = True
+            self.controls += 1
             events.append((None, exc))
         # One memmove per read instead of one per frame.
         del buf[:pos]
@@ -418,6 +422,7 @@ class Receiver:
 
     def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         """Control frames may come between fragments; they act at once (§5.5)."""
+        self.controls += 1
         if opcode == _CLOSE:
             events.append((_CLOSE, Close.parse(payload)))
             # §5.5.1: after a close frame, the peer sends no more data.
@@ -538,9 +543,13 @@ class Protocol:
         queues its pong (§5.5.2, "as soon as practical") while the connection
         is OPEN; after our close frame, nothing but the close matters.
         """
+        receiver = self.receiver
+        parsed = receiver.feed(data, max_messages)
+        if not receiver.controls:  # messages only: the common case, one message most often
+            return [parsed[0][1]] if len(parsed) == 1 else [payload for _, payload in parsed]
         events: list[ProtocolEvent] = []
         append = events.append
-        for opcode, payload in self.receiver.feed(data, max_messages):
+        for opcode, payload in parsed:
             if opcode == _TEXT or opcode == _BINARY:
                 append(payload)
             elif isinstance(payload, Close):
@@ -696,10 +705,13 @@ class Protocol:
         object, or header and payload apart when the payload is large."""
         if self.log_out is not None:
             self.log_out(opcode, fin, rsv1, payload if original is None else original, len(payload))
-        header, data = encode_frame_parts(opcode, payload, fin=fin, rsv1=rsv1, mask=self.is_client)
-        if len(data) <= _JOIN_LIMIT:
-            return [header + data]
-        return [header, data]
+        if self.is_client:
+            header, payload = encode_frame_parts(opcode, payload, fin, rsv1, True)
+        else:  # unmasked: the header is all there is to make
+            header = encode_header(opcode, len(payload), fin, rsv1)
+        if len(payload) <= _JOIN_LIMIT:
+            return [header + payload]
+        return [header, payload]
 
 
 def check_control_payload(payload: bytes, limit: int = 125) -> None:
