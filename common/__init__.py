@@ -12,10 +12,12 @@ The public names mirror the asyncio API of the ``websockets`` library::
         await server.serve_forever()
 
 Modules, one concern each: :mod:`~common.frames` (the wire format),
-:mod:`~common.protocol` (bytes in, events out), :mod:`~common.http11` and
-:mod:`~common.handshake` (the opening handshake), :mod:`~common.deflate`
-(permessage-deflate), :mod:`~common.connection` (the asyncio side),
-:mod:`~common.server`, :mod:`~common.client`, :mod:`~common.broadcast`.
+:mod:`~common.protocol` (the protocol without I/O: bytes in, events out, the
+close handshake), :mod:`~common.http11` and :mod:`~common.handshake` (the
+opening handshake), :mod:`~common.deflate` (permessage-deflate),
+:mod:`~common.connection` (the asyncio adapter), :mod:`~common.streams`
+(reading a handshake off a stream), :mod:`~common.options` (the connection
+options), :mod:`~common.server`, :mod:`~common.client`, :mod:`~common.broadcast`.
 :mod:`~common.runner` is not part of the protocol: it holds what every
 tutorial stage's ``server.py`` shares around ``serve()`` (options, Ctrl+C,
 start-up lines, exit codes); ``from common import runner``.

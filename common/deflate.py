@@ -433,7 +433,7 @@ class PerMessageDeflate:
         self.compress_bits = max(9, min(local_max_window_bits, COMPRESS_MAX_WINDOW_BITS))
         # Inflating, zlib accepts a window of 8 bits and we must not use
         # less than the peer's: the agreed size. (8 works for inflate with
-        # zlib 1.2.13; tests/test_deflate.py checks a 256-byte distance.)
+        # zlib 1.2.13; tests/test_deflate_unit.py checks a 256-byte distance.)
         self.decompress_bits = remote_max_window_bits
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
