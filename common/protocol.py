@@ -9,7 +9,10 @@ compression and, on the client side, masking. What it cannot do without I/O
 it says in properties the adapter reads: :attr:`Protocol.close_transport`
 (the close handshake is complete and this side closes TCP first),
 :attr:`Protocol.half_close` (end our direction: the server failed the
-connection). :mod:`common.connection` is the asyncio adapter around it
+connection); once the state is CLOSING, the adapter bounds the rest of the
+handshake with a timeout and aborts TCP after it. When to answer the peer's
+close is the adapter's call too: it answers once the application has taken
+the messages that came before it, which only the adapter can know. :mod:`common.connection` is the asyncio adapter around it
 (reading task, message queue, backpressure, writing and draining, timers).
 
 :class:`Receiver`, underneath, is fed whatever the socket delivered and returns the events
