@@ -1,7 +1,7 @@
 """Side-by-side benchmark of WebSocket servers: common/ against websockets and a raw TCP floor.
 
     python3 bench/run.py [--quick] [--scenarios small,pipelined,...] [--servers common,websockets,tcp]
-                         [--reps R] [--json PATH] [--pin]
+                         [--reps R] [--json PATH] [--pin] [--baseline DIR]
 
 Methodology
 -----------
@@ -46,6 +46,9 @@ Fairness and honesty:
     the main source of noise, and large bg values mean the numbers deserve less trust.
   * --pin pins the server to CPU 0 and the generator to CPU 1 (off by default: on a
     machine shared with other work, pinning can leave a process stuck behind a busy CPU).
+  * --baseline DIR also runs common/ as it is in another checkout (``git worktree add DIR
+    COMMIT``) as common@base, interleaved with the others: a change is measured before and
+    after in the same run, and the lines under the table give common / common@base.
   * Every server process is killed (by pid) when its scenario ends, and in any case on
     exit, Ctrl+C or error; children also get PR_SET_PDEATHSIG so they die with us.
 
@@ -74,9 +77,14 @@ LOADGEN = os.path.join(BENCH, "loadgen.py")
 # --------------------------------------------------------------------------- what runs
 
 class ServerSpec:
-    def __init__(self, name, script, args=(), raw_tcp=False, deflate=False):
+    def __init__(self, name, script, args=(), raw_tcp=False, deflate=False, common_root=None):
         self.name, self.script, self.args = name, script, list(args)
         self.raw_tcp, self.deflate = raw_tcp, deflate
+        self.common_root = common_root  # another checkout whose common/ the server imports
+
+    def at(self, root):
+        """The same server on the common/ of another checkout, named NAME@base."""
+        return ServerSpec(self.name + "@base", self.script, self.args, self.raw_tcp, self.deflate, root)
 
 
 SERVERS = {
@@ -146,7 +154,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(BENCH, "servers", self.spec.script), "0", *self.spec.args],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO,
-            preexec_fn=child_setup(self.cpu))
+            env=self._environment(), preexec_fn=child_setup(self.cpu))
         log.close()
         ServerProcess.running.append(self)
         line = self._first_line(timeout)
@@ -157,6 +165,12 @@ class ServerProcess:
         if line.startswith("SKIP "):
             raise Skip(line[5:])
         raise Failure(f"server {self.spec.name} did not start: {line or 'no output'}; {self.log_tail()}")
+
+    def _environment(self):
+        env = dict(os.environ)
+        if self.spec.common_root:
+            env["BENCH_COMMON_ROOT"] = self.spec.common_root
+        return env
 
     def _first_line(self, timeout):
         """The ready line, read without ever blocking past the timeout."""
@@ -271,7 +285,7 @@ def order_for_rep(names, rep):
 
 
 def run_scenario(scenario, servers, opts, results, log_dir):
-    names = [s for s in scenario.servers if s in servers and s not in results.skipped]
+    names = [s for s in servers_of(scenario, opts) if s in servers and s not in results.skipped]
     started = {}
     try:
         if not scenario.fresh_server:
@@ -302,7 +316,7 @@ def run_scenario(scenario, servers, opts, results, log_dir):
 
 def start_server(name, opts, results, log_dir):
     try:
-        return ServerProcess(SERVERS[name], log_dir, 0 if opts.pin else None).start()
+        return ServerProcess(spec_of(name, opts), log_dir, 0 if opts.pin else None).start()
     except Skip as exc:
         results.skipped[name] = str(exc)
     except Failure as exc:
@@ -379,12 +393,13 @@ def median_or_none(values):
     return statistics.median(values) if values else None
 
 
-def summarize(results, servers):
+def summarize(results, opts):
     """Medians, spreads and ratios, as rows for the table and for --json."""
     rows = []
     for scenario in SCENARIOS:
-        present = [s for s in scenario.servers if s in servers and results.values(scenario.name, s)]
-        for name in [s for s in scenario.servers if s in servers]:
+        names = [s for s in servers_of(scenario, opts) if s in opts.server_list]
+        present = [s for s in names if results.values(scenario.name, s)]
+        for name in names:
             values = results.values(scenario.name, name)
             if not values:
                 continue
@@ -404,8 +419,18 @@ def summarize(results, servers):
                 "bg_cpu": median_or_none(results.values(scenario.name, name, "bg_cpu")),
                 "srv_us_per_op": median_or_none(results.values(scenario.name, name, "srv_us_per_op")),
                 "values": values,
+                **against_own_baseline(results, scenario.name, name, present),
             })
     return rows
+
+
+def against_own_baseline(results, scenario, name, present):
+    """For common with --baseline: its paired ratios (throughput, cpu) to common@base."""
+    base = name + "@base"
+    if base not in present:
+        return {}
+    return {"vs_base": paired_ratio(results, scenario, name, base),
+            "cpu_vs_base": paired_ratio(results, scenario, base, name, "srv_us_per_op")}
 
 
 def target_status(scenario, name, base, ratio):
@@ -458,6 +483,10 @@ def print_table(rows, results):
             f"other processes kept {statistics.median(bg):.2f} of {os.cpu_count()} CPUs busy during the windows"
             " (median): throughput figures and their ratios are noisy; the cpu ratio column is the steadier"
             " comparison")
+    for r in rows:
+        if r.get("vs_base") is not None:
+            cpu = f"{r['cpu_vs_base']:.2f}x" if r.get("cpu_vs_base") is not None else "-"
+            print(f"{r['title']}: {r['server']} / {r['server']}@base = {r['vs_base']:.2f}x (cpu ratio {cpu})")
     for name, reason in results.skipped.items():
         print(f"note: {name} skipped: {reason}")
     for note in results.notes:
@@ -479,6 +508,9 @@ def parse_args(argv=None):
     p.add_argument("--clients", type=int, default=1000, help="broadcast: clients (default 1000)")
     p.add_argument("--json", metavar="PATH", help="also save every measurement and the summary as JSON")
     p.add_argument("--pin", action="store_true", help="pin the server to CPU 0 and the generator to CPU 1")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also measure the common/ of another checkout (say a git worktree of an older"
+                        " commit) as common@base, interleaved with the rest: before and after in one run")
     p.add_argument("-v", "--verbose", action="store_true", help="print every measurement as it is made")
     opts = p.parse_args(argv)
     opts.reps = opts.reps or (2 if opts.quick else 5)
@@ -496,7 +528,28 @@ def parse_args(argv=None):
             p.error(f"unknown server {s!r}")
     if opts.pin and (os.cpu_count() or 1) < 2:
         p.error("--pin needs at least 2 CPUs")
+    if opts.baseline:
+        if not os.path.isfile(os.path.join(opts.baseline, "common", "__init__.py")):
+            p.error(f"--baseline {opts.baseline}: no common/ package there")
+        opts.baseline = os.path.abspath(opts.baseline)
+        opts.server_list += [name + "@base" for name in opts.server_list if name.startswith("common")]
     return opts
+
+
+def servers_of(scenario, opts):
+    """The scenario's servers, with NAME@base after each common server when --baseline is given."""
+    names = []
+    for name in scenario.servers:
+        names.append(name)
+        if opts.baseline and name.startswith("common"):
+            names.append(name + "@base")
+    return names
+
+
+def spec_of(name, opts):
+    if name.endswith("@base"):
+        return SERVERS[name[:-len("@base")]].at(opts.baseline)
+    return SERVERS[name]
 
 
 def raise_nofile_limit():
@@ -556,7 +609,7 @@ def main(argv=None):
             results.notes.append("interrupted: partial results")
         finally:
             ServerProcess.stop_all()
-    rows = summarize(results, opts.server_list)
+    rows = summarize(results, opts)
     print_table(rows, results)
     print(f"total time {time.monotonic() - started:.0f} s")
     if opts.json:

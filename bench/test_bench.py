@@ -127,3 +127,33 @@ def test_run_end_to_end_and_no_server_left(tmp_path):
     assert {row["server"] for row in summary} == set(servers.split(","))
     for row in summary:
         assert row["median"] > 0 and 0 <= row["gen_cpu"] < 4
+
+
+def test_baseline_runs_another_checkouts_common_beside_this_one(tmp_path, capsys):
+    out = tmp_path / "result.json"
+    status = run.main(["--scenarios", "small", "--servers", "common", "--reps", "1", "--warmup", "0.05",
+                       "--duration", "0.2", "--baseline", run.REPO, "--json", str(out)])
+    assert status == 0
+    assert run.ServerProcess.running == []
+    rows = {row["server"]: row for row in json.loads(out.read_text())["summary"]}
+    assert set(rows) == {"common", "common@base"}
+    assert rows["common"]["vs_base"] > 0
+    assert "small echo: common / common@base = " in capsys.readouterr().out
+
+
+def test_baseline_must_hold_a_common_package(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(["--baseline", str(tmp_path)])
+    assert "no common/ package there" in capsys.readouterr().err
+
+
+def test_baseline_server_imports_common_from_the_baseline_checkout(tmp_path):
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "__init__.py").write_text("raise ImportError('the baseline checkout')\n")
+    out = tmp_path / "result.json"
+    status = run.main(["--scenarios", "small", "--servers", "common", "--reps", "1", "--warmup", "0.05",
+                       "--duration", "0.2", "--baseline", str(tmp_path), "--json", str(out)])
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert "the baseline checkout" in result["skipped"]["common@base"]
+    assert [row["server"] for row in result["summary"]] == ["common"]

@@ -12,7 +12,8 @@ import os
 import sys
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.dirname(BENCH), BENCH]  # the repository root (for common/) and bench/
+# common/ from this repository, or from the checkout that run.py --baseline names; and bench/
+sys.path[:0] = [os.environ.get("BENCH_COMMON_ROOT") or os.path.dirname(BENCH), BENCH]
 
 import benchproto  # noqa: E402
 
