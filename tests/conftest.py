@@ -122,6 +122,18 @@ def executable_of(engine: str) -> str:
     return executable
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last, after pytest has grouped them by engine.
+
+    The browsers live for the whole session, with driver threads that keep
+    receiving their events; tests that measure the process's memory with
+    tracemalloc (which counts every thread's allocations) must not run beside
+    them.
+    """
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Give every skip for a missing browser the same location, so that ``-ra`` sums up each
