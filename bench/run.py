@@ -356,7 +356,8 @@ def progress(scenario, name, rep, result, opts):
 
 def baseline_for(name, present):
     """Ratios are against websockets (the deflate one for deflate columns), else common."""
-    candidates = (["websockets+deflate"] if name.endswith("+deflate") else []) + ["websockets", "common"]
+    deflate = name.removesuffix("@base").endswith("+deflate")
+    candidates = (["websockets+deflate"] if deflate else []) + ["websockets", "common"]
     for candidate in candidates:
         if candidate in present and candidate != name:
             return candidate
