@@ -43,7 +43,7 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
     compressed: dict[object, bytes] = {}  # extension.shared_key -> frame
     skipped = 0
     for connection in connections:
-        if connection.state is not State.OPEN:
+        if connection.protocol.state is not State.OPEN:
             continue
         if connection.buffered_amount() > connection.write_limit:
             skipped += 1
@@ -51,21 +51,27 @@ def broadcast(connections: Iterable[Connection], message: Data) -> None:
             continue
         connection.stalled_since = None
         extension = connection.extension
-        if connection.is_client or connection.debug:
-            # Masked with its own key, or shown in the wire view: its own frame.
-            connection.write_now(connection.protocol.send_data(opcode, payload))
-        elif extension is None or not compress:
-            connection.write_now([frame])
-        elif (key := extension.shared_key) is None:
-            # Context takeover: its own compressor.
-            connection.write_now(connection.protocol.send_data(opcode, payload))
+        if extension is None or not compress:
+            if connection.is_client or connection.debug:
+                # Masked with its own key, or shown in the wire view: its own frame.
+                _write_own_frame(connection, opcode, payload)
+            else:
+                connection.write_now(frame)
+        elif connection.is_client or connection.debug or (key := extension.shared_key) is None:
+            # Or with context takeover: its own compressor.
+            _write_own_frame(connection, opcode, payload)
         else:
             shared = compressed.get(key)
             if shared is None:
                 shared = compressed[key] = encode_frame(opcode, extension.encode(payload), rsv1=True)
-            connection.write_now([shared])
+            connection.write_now(shared)
     if skipped:
         logger.warning("broadcast skipped %d connection(s) that are not reading fast enough", skipped)
+
+
+def _write_own_frame(connection: Connection, opcode: int, payload: bytes) -> None:
+    for chunk in connection.protocol.send_data(opcode, payload):
+        connection.write_now(chunk)
 
 
 def _drop_if_stalled(connection: Connection) -> None:

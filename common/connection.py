@@ -593,13 +593,13 @@ class Connection:
             self._outgoing.append(data)
         self._outgoing_size += len(data)
 
-    def write_now(self, chunks: list[bytes]) -> None:
-        """Write frames at once, after anything queued, without waiting for the
+    def write_now(self, data: bytes) -> None:
+        """Write a frame at once, after anything queued, without waiting for the
         buffer to drain: :func:`~common.broadcast` writes to thousands of
         connections and schedules no flush for each."""
-        self._flush()
-        for chunk in chunks:
-            self.transport.write(chunk)
+        if self._outgoing is not None:
+            self._flush()
+        self.transport.write(data)
 
     def _flush(self) -> None:
         outgoing = self._outgoing
