@@ -24,7 +24,7 @@ Scenarios:
   broadcast  1,000 clients; one of them sends ``GO <n>``; the server calls its library's
              broadcast n times with 64-byte messages, yielding after each; deliveries/s
              counted by the clients, from the trigger until the last client has all n
-  memory     N idle connections (2,000; --quick 1,000), fresh server each repetition:
+  memory     N idle connections (2,000; --quick 1,000):
              (VmRSS after - VmRSS before) / N, in KiB
   churn      8 parallel clients: connect, handshake, close handshake, wait for the
              server to close TCP, again: connections/s
@@ -44,6 +44,11 @@ Fairness and honesty:
     so neither is at 100%; srv us/op is then the steadier figure.  bg is what every other
     process on the machine used meanwhile (in cores): on a shared 2-core machine that is
     the main source of noise, and large bg values mean the numbers deserve less trust.
+  * Every repetition starts each server afresh, with its environment padded to a random
+    size that all servers of the repetition share: where the stack lands moves timings by
+    up to 20 % on the machine the figures come from, for reasons that have nothing to do
+    with the code (see LAYOUT_PADDING), so the repetitions sample layouts rather than keep
+    one.  A fresh process also keeps one repetition's leftover memory out of the next.
   * --pin pins the server to CPU 0 and the generator to CPU 1 (off by default: on a
     machine shared with other work, pinning can leave a process stuck behind a busy CPU).
   * --baseline DIR also runs common/ as it is in another checkout (``git worktree add DIR
@@ -61,6 +66,7 @@ import ctypes
 import json
 import os
 import platform
+import random
 import select
 import signal
 import statistics
@@ -87,6 +93,16 @@ class ServerSpec:
         return ServerSpec(self.name + "@base", self.script, self.args, self.raw_tcp, self.deflate, root)
 
 
+# Every repetition starts each server afresh, its environment padded by a random 0 to
+# LAYOUT_PADDING bytes (the same for every server of the repetition). The environment's
+# size moves the stack and so the alignment of what the interpreter touches most: on the
+# 2-core VM of bench/README.md, one server's CPU per connection in churn went from 198 to
+# 247 us with 2,100 bytes more of environment, and a change to a function churn never
+# calls made it 20 % slower at one size and no slower at another, for the same
+# instruction count (callgrind). A fixed environment measures one layout's luck; random
+# ones measure the code.
+LAYOUT_PADDING = 4096
+
 SERVERS = {
     "common": ServerSpec("common", "common_echo.py"),
     "common+deflate": ServerSpec("common+deflate", "common_echo.py", ["--deflate"], deflate=True),
@@ -97,11 +113,10 @@ SERVERS = {
 
 
 class Scenario:
-    def __init__(self, name, title, servers, target, higher_is_better=True, fresh_server=False):
+    def __init__(self, name, title, servers, target, higher_is_better=True):
         self.name, self.title, self.servers = name, title, servers
         self.target = target  # required ratio common / websockets
         self.higher_is_better = higher_is_better
-        self.fresh_server = fresh_server  # a new server process for every repetition
 
 
 SCENARIOS = [
@@ -109,9 +124,7 @@ SCENARIOS = [
     Scenario("pipelined", "pipelined", ["tcp", "common", "websockets"], 2.0),
     Scenario("large", "large 1 MiB", ["tcp", "common", "websockets"], 0.5),
     Scenario("broadcast", "broadcast", ["common", "websockets", "common+deflate", "websockets+deflate"], 1.5),
-    # Memory needs a fresh process: freed memory that Python keeps would make later
-    # repetitions look cheaper than the first.
-    Scenario("memory", "idle memory", ["common", "websockets"], 0.5, higher_is_better=False, fresh_server=True),
+    Scenario("memory", "idle memory", ["common", "websockets"], 0.5, higher_is_better=False),
     Scenario("churn", "churn", ["common", "websockets"], 1.5),
 ]
 
@@ -143,8 +156,8 @@ class ServerProcess:
 
     running = []  # every server started and not yet stopped, for the final cleanup
 
-    def __init__(self, spec, log_dir, cpu=None):
-        self.spec, self.cpu = spec, cpu
+    def __init__(self, spec, log_dir, cpu=None, padding=0):
+        self.spec, self.cpu, self.padding = spec, cpu, padding
         self.log_path = os.path.join(log_dir, f"{spec.name}-{len(os.listdir(log_dir))}.log")
         self.proc = None
         self.port = None
@@ -167,9 +180,11 @@ class ServerProcess:
         raise Failure(f"server {self.spec.name} did not start: {line or 'no output'}; {self.log_tail()}")
 
     def _environment(self):
+        """Ours, plus which common/ to import, padded to the same size for every server of a
+        repetition: the environment's size moves the stack, and with it the timings (see LAYOUT_PADDING)."""
         env = dict(os.environ)
-        if self.spec.common_root:
-            env["BENCH_COMMON_ROOT"] = self.spec.common_root
+        root = env["BENCH_COMMON_ROOT"] = self.spec.common_root or REPO
+        env["BENCH_LAYOUT"] = "x" * (self.padding + LAYOUT_PADDING - len(root))
         return env
 
     def _first_line(self, timeout):
@@ -286,37 +301,27 @@ def order_for_rep(names, rep):
 
 def run_scenario(scenario, servers, opts, results, log_dir):
     names = [s for s in servers_of(scenario, opts) if s in servers and s not in results.skipped]
-    started = {}
-    try:
-        if not scenario.fresh_server:
-            for name in names:
-                started[name] = start_server(name, opts, results, log_dir)
-        for rep in range(opts.reps):
-            for name in order_for_rep(names, rep):
-                if name in results.skipped:
-                    continue
-                if scenario.fresh_server or started.get(name) is None or not started[name].alive():
-                    if started.get(name):
-                        started[name].stop()
-                    started[name] = start_server(name, opts, results, log_dir)
-                server = started[name]
-                if server is None:
-                    continue
+    layouts = random.Random(f"{opts.seed}-{scenario.name}")
+    for rep in range(opts.reps):
+        padding = layouts.randrange(LAYOUT_PADDING)  # one layout per repetition, shared by its servers
+        for name in order_for_rep(names, rep):
+            if name in results.skipped:
+                continue
+            server = start_server(name, opts, results, log_dir, padding)
+            if server is None:
+                continue
+            try:
                 result = measure(scenario, server, opts, results, rep)
-                if scenario.fresh_server:
-                    server.stop()
-                if result is not None:
-                    progress(scenario, name, rep, result, opts)
-    finally:
-        for server in started.values():
-            if server is not None:
+            finally:
                 check_log(server, scenario, results)
                 server.stop()
+            if result is not None:
+                progress(scenario, name, rep, result, opts)
 
 
-def start_server(name, opts, results, log_dir):
+def start_server(name, opts, results, log_dir, padding=0):
     try:
-        return ServerProcess(spec_of(name, opts), log_dir, 0 if opts.pin else None).start()
+        return ServerProcess(spec_of(name, opts), log_dir, 0 if opts.pin else None, padding).start()
     except Skip as exc:
         results.skipped[name] = str(exc)
     except Failure as exc:
@@ -509,6 +514,8 @@ def parse_args(argv=None):
     p.add_argument("--clients", type=int, default=1000, help="broadcast: clients (default 1000)")
     p.add_argument("--json", metavar="PATH", help="also save every measurement and the summary as JSON")
     p.add_argument("--pin", action="store_true", help="pin the server to CPU 0 and the generator to CPU 1")
+    p.add_argument("--seed", default="layouts", help="seed of the random environment paddings (default: fixed,"
+                   " so that two runs sample the same layouts)")
     p.add_argument("--baseline", metavar="DIR",
                    help="also measure the common/ of another checkout (say a git worktree of an older"
                         " commit) as common@base, interleaved with the rest: before and after in one run")

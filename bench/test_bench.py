@@ -157,3 +157,14 @@ def test_baseline_server_imports_common_from_the_baseline_checkout(tmp_path):
     result = json.loads(out.read_text())
     assert "the baseline checkout" in result["skipped"]["common@base"]
     assert [row["server"] for row in result["summary"]] == ["common"]
+
+
+def test_servers_of_a_repetition_get_environments_of_one_size(tmp_path):
+    """The layout padding: whatever checkout a server imports common/ from, its environment has the same size."""
+    def size(spec, padding):
+        env = run.ServerProcess(spec, str(tmp_path), padding=padding)._environment()
+        return sum(len(k) + len(v) for k, v in env.items())
+
+    here, there = run.SERVERS["common"], run.SERVERS["common"].at("/a/much/longer/path/to/another/checkout")
+    assert size(here, 100) == size(there, 100) == size(run.SERVERS["websockets"], 100)
+    assert size(here, 900) - size(here, 100) == 800
