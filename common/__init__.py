@@ -20,7 +20,9 @@ opening handshake), :mod:`~common.deflate` (permessage-deflate),
 options), :mod:`~common.server`, :mod:`~common.client`, :mod:`~common.broadcast`.
 :mod:`~common.runner` is not part of the protocol: it holds what every
 tutorial stage's ``server.py`` shares around ``serve()`` (options, Ctrl+C,
-start-up lines, exit codes); ``from common import runner``.
+start-up lines, exit codes); ``from common import runner``. Nor is
+:mod:`~common.explain`, which says in words what frames and handshakes mean
+(``python3 -m common explain``), through the protocol's own parsing code.
 
 The names below are imported on first use (PEP 562), so that importing a
 module without I/O, such as :mod:`common.frames`, does not load asyncio

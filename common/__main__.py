@@ -2,17 +2,24 @@
 
     python3 -m common echo [-v] [--host H] [--port P] [--max-size N] [--subprotocol NAME ...]
     python3 -m common client [-v] ws://localhost:5678/
+    python3 -m common explain [--from client|server] [--deflate] [--key KEY] [--file F] [HEX ...]
 
 The echo server is the usual target of conformance suites; the client prints
 what arrives and sends each line typed (try it against test2: ``GET_TIME``).
 ``--subprotocol chat`` (repeatable, in order of preference) makes the echo
 server select that subprotocol when a client offers it; on Ctrl+C or SIGTERM
 it closes every connection with 1001 and the reason "server shutting down".
+``explain`` reads frames as hex (arguments, a file or standard input) or an
+opening handshake as text, and says field by field what they mean
+(:mod:`common.explain`).
 
 -v (--verbose), before or after the command, turns on the wire view: the
 library's log (the "common" logger) at DEBUG, one line per frame sent (>) or
-received (<), per ping or pong (%), per state change (=) and per error (!).
-It changes nothing else: asyncio's own debug messages stay off.
+received (<), per ping or pong (%), per state change (=) and per error (!);
+the handshake's request and status lines, and the close handshake in words.
+-vv adds each frame's header bytes in hex, ready for ``explain``, and the
+handshake's headers. It changes nothing else: asyncio's own debug messages
+stay off.
 Ctrl+C stops either command without a traceback (exit status 130 for the client).
 """
 
@@ -26,6 +33,7 @@ import sys
 import threading
 
 from . import CloseCode, ConnectionClosed, InvalidHandshake, ServerConnection, connect, serve
+from .connection import wire_view
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -126,7 +134,7 @@ def _size(text: str) -> int:
     return size
 
 
-VERBOSE_HELP = 'log every frame, the wire view (the "common" logger at DEBUG)'
+VERBOSE_HELP = 'log every frame, the wire view (the "common" logger at DEBUG); -vv adds their header bytes'
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,12 +143,12 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="-v may also follow the command: client -v URI, echo -v.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     # The subcommands accept -v too. SUPPRESS as their default: a subcommand
     # without -v must not reset the -v given before it to False.
     verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
-    commands = parser.add_subparsers(dest="command", metavar="{echo,client}", required=True)
+    verbose.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    commands = parser.add_subparsers(dest="command", metavar="{echo,client,explain}", required=True)
     echo_parser = commands.add_parser("echo", parents=[verbose], help="run an echo server")
     echo_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     echo_parser.add_argument("--port", type=_port, default=5678, help="port (default: 5678; 0 picks a free one)")
@@ -159,21 +167,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     client_parser = commands.add_parser("client", parents=[verbose], help="an interactive client")
     client_parser.add_argument("uri", help="for example ws://localhost:5678/")
+    explain_parser = commands.add_parser(
+        "explain", help="explain frames (hex) or a handshake (text), field by field",
+        description="Explain WebSocket frames given as hex, or an opening handshake given as text, field by"
+        " field with the sections of RFC 6455. Input: the arguments, else --file, else standard input.",
+    )
+    explain_parser.add_argument("hex", nargs="*", help="frame bytes in hex, such as 81 05 48 65 6c 6c 6f")
+    explain_parser.add_argument("--file", "-f", metavar="F", help="read the frames or the handshake from F")
+    explain_parser.add_argument(
+        "--from", dest="side", choices=["client", "server"],
+        help="who sent the frames: the receiver then requires that side's masking (default: the first frame's"
+        " MASK bit says)",
+    )
+    explain_parser.add_argument("--deflate", action="store_true", help="permessage-deflate was agreed: RSV1 means"
+                                " compressed, and compressed messages are inflated")
+    explain_parser.add_argument("--key", help="the request's Sec-WebSocket-Key, to check a response's accept value")
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
-    """Warnings from everyone; with verbose, the library's DEBUG lines too (and nobody else's)."""
+def run_explain(args: argparse.Namespace) -> int:
+    """Print the explanation; 0 if the input was read, 1 if it could not be (no hex, no file)."""
+    from .explain import explain
+
+    try:
+        if args.hex:
+            text = " ".join(args.hex)
+        elif args.file:
+            with open(args.file, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        else:
+            text = sys.stdin.read()
+        print(explain(text, side=args.side, deflate=args.deflate, key=args.key), end="")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Warnings from everyone; with -v or -vv, the library's wire view too (and nobody else's)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    if verbose:
-        # Only the "common" logger: a DEBUG root logger would also show
-        # asyncio's debug messages ("Using selector: EpollSelector").
-        logging.getLogger("common").setLevel(logging.DEBUG)
+    wire_view(verbosity)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
+    if args.command == "explain":
+        return run_explain(args)
     try:
         if args.command == "echo":
             asyncio.run(run_echo(args.host, args.port, args.max_size, args.subprotocol))

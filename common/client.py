@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
 from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
 from . import deflate
-from .connection import Connection
+from .connection import Connection, format_address, log_handshake
 from .exceptions import InvalidMessage
 from .handshake import accept_response, build_request, generate_key
 from .http11 import MAX_HEAD, Headers, parse_response
@@ -17,6 +18,8 @@ from .options import CONNECTION_OPTIONS, ConnectionOptions, check_names
 from .streams import read_head
 
 __all__ = ["connect", "ClientConnection", "parse_uri"]
+
+logger = logging.getLogger("common")
 
 
 class ClientConnection(Connection):
@@ -142,9 +145,12 @@ class connect:
         )
         writer.write(request)
         try:
-            response = parse_response(await read_head(reader))
+            head = await read_head(reader)
+            response = parse_response(head)
         except InvalidMessage as exc:
             raise InvalidMessage(f"invalid answer from the server: {exc}") from None
+        if logger.isEnabledFor(logging.DEBUG):
+            log_handshake(format_address(writer.get_extra_info("peername")), request, head, outgoing=True)
         if response.status != 101:
             response.body = await _read_body(reader, response.headers)
         agreed = accept_response(response, key, subprotocols=self.subprotocols, compression=self.compression)

@@ -37,13 +37,27 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Union
 
 from .exceptions import ConnectionClosedOK, ProtocolError
-from .frames import Close, CloseCode, Opcode, is_valid_close_code
+from .frames import Close, CloseCode, Opcode, apply_mask, is_valid_close_code
 from .http11 import Headers, parse_request
 from .protocol import Extension, Ping, Pong, Protocol, State, check_control_payload
 
-__all__ = ["Connection", "State", "Data", "format_address"]
+__all__ = ["Connection", "State", "Data", "format_address", "log_handshake", "HEADER_BYTES", "wire_view"]
 
 logger = logging.getLogger("common")
+
+#: The wire view's second level (``-vv``), below DEBUG: every frame's header
+#: bytes in hex, ready for ``python3 -m common explain``.
+HEADER_BYTES = 5
+logging.addLevelName(HEADER_BYTES, "HEADER_BYTES")
+
+
+def wire_view(verbosity: int) -> None:
+    """Turn the wire view on: 1 (``-v``) logs every frame, the handshake's
+    first lines and the close handshake in words; 2 (``-vv``) adds each
+    frame's header bytes and the handshake's headers. Only the "common"
+    logger changes: asyncio's own debug lines stay off."""
+    if verbosity > 0:
+        logger.setLevel(logging.DEBUG if verbosity == 1 else HEADER_BYTES)
 
 Data = Union[str, bytes]
 
@@ -66,6 +80,16 @@ def _describe(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
     if rsv1:
         flags += f", compressed to {size} bytes"
     return f"{name} {body} [{len(payload)} bytes{flags}]"
+
+
+def _wire_hex(header: bytes, payload: bytes, compressed: bool, size: int) -> str:
+    """A frame as it was on the wire, in hex (``-vv``): all of it when its payload
+    is short, else its header; either is ready for ``python3 -m common explain``."""
+    if compressed or size > 125:
+        return f"header {header.hex(' ')} (then {size} payload bytes)"
+    if header[1] & 0x80:  # masking is its own inverse: this gives back the bytes sent
+        payload = apply_mask(payload, header[-4:])
+    return f"frame {(header + payload).hex(' ')}"
 
 
 class Connection:
@@ -355,6 +379,8 @@ class Connection:
             while True:
                 data = await read(READ_SIZE)
                 if not data:
+                    if self.debug:
+                        self._log_tcp_end()
                     deadline = self.loop.time() + self.close_timeout
                     await self._let_reader_answer(deadline)
                     break
@@ -542,7 +568,7 @@ class Connection:
         """Reading ended: the peer's EOF, or the connection broke."""
         self.protocol.receive_eof()
         if self.debug:
-            logger.debug("%s = connection is CLOSED", self.peer)
+            logger.debug("%s = connection is CLOSED: %s", self.peer, self.protocol.describe_close())
         if self._timer is not None:
             self._timer.cancel()
         if not self.transport.is_closing():
@@ -673,12 +699,26 @@ class Connection:
 
     # ----------------------------------------------------------------- helpers
 
-    def _log_frame_in(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int | None = None) -> None:
+    def _log_frame_in(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int, header: bytes) -> None:
         # For a compressed frame, payload is inflated and size is on the wire.
-        logger.debug("%s < %s", self.peer, _describe(opcode, payload, fin, rsv1, len(payload) if size is None else size))
+        logger.debug("%s < %s", self.peer, _describe(opcode, payload, fin, rsv1, size))
+        if logger.isEnabledFor(HEADER_BYTES):
+            logger.log(HEADER_BYTES, "%s     %s", self.peer, _wire_hex(header, payload, rsv1, size))
 
-    def _log_frame_out(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int) -> None:
+    def _log_frame_out(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int, header: bytes) -> None:
         logger.debug("%s > %s", self.peer, _describe(opcode, payload, fin, rsv1, size))
+        if logger.isEnabledFor(HEADER_BYTES):
+            logger.log(HEADER_BYTES, "%s     %s", self.peer, _wire_hex(header, payload, rsv1, size))
+
+    def _log_tcp_end(self) -> None:
+        """Who closed TCP first: this side (the transport is closing), or the peer (its FIN came)."""
+        us, peer = ("client", "server") if self.is_client else ("server", "client")
+        if self.transport.is_closing():
+            logger.debug("%s = the %s closed TCP first", self.peer, us)
+        elif self.protocol.half_close:
+            logger.debug("%s = the %s ended its side of TCP first; the %s closed TCP", self.peer, us, peer)
+        else:
+            logger.debug("%s = the %s closed TCP first", self.peer, peer)
 
     async def _raise_closed(self) -> None:
         """Raise ConnectionClosed once the closing connection has closed."""
@@ -687,6 +727,17 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.state.name}>"
+
+
+def log_handshake(peer: str, request: bytes, response: bytes, outgoing: bool) -> None:
+    """The wire view of the opening handshake: its request line and status line,
+    and with ``-vv`` (:data:`HEADER_BYTES`) every header line. ``outgoing``: we sent the request."""
+    request_mark, response_mark = (">", "<") if outgoing else ("<", ">")
+    for mark, head in ((request_mark, request), (response_mark, response)):
+        first, *headers = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+        logger.debug("%s %s %s", peer, mark, first)
+        for line in headers:
+            logger.log(HEADER_BYTES, "%s     %s", peer, line)
 
 
 def format_address(address: Any) -> str:

@@ -481,9 +481,9 @@ class PerMessageDeflate:
         try:
             data = decompressor.decompress(payload, limit)
         except zlib.error as exc:
-            raise ProtocolError(f"invalid compressed data: {exc}") from None
+            raise ProtocolError(f"invalid compressed data: {exc} (RFC 7692 §7.2.2)") from None
         if max_size is not None and len(data) > max_size:
-            raise PayloadTooBig(f"compressed message inflates beyond max_size (more than {max_size} bytes to go)")
+            raise PayloadTooBig(f"compressed message inflates beyond max_size (more than {max_size} bytes to go, §10.4)")
         if decompressor.eof:
             # The peer ended its DEFLATE stream with a BFINAL block (§7.2.3.4
             # allows it); what follows, our 00 00 ff ff, is ignored, and the

@@ -40,6 +40,9 @@ __all__ = [
     "encode_frame",
     "encode_frame_parts",
     "is_valid_close_code",
+    "FrameHeader",
+    "IncompleteHeader",
+    "parse_header",
 ]
 
 
@@ -52,8 +55,6 @@ class Opcode(enum.IntEnum):
     CLOSE = 0x8  #: close handshake (§5.5.1)
     PING = 0x9  #: keepalive probe (§5.5.2)
     PONG = 0xA  #: answer to a ping (§5.5.3)
-
-
 
 
 class CloseCode(enum.IntEnum):
@@ -113,14 +114,14 @@ class Close:
         if not payload:
             return cls(CloseCode.NO_STATUS_RCVD)
         if len(payload) == 1:
-            raise ProtocolError("close frame with a 1-byte payload")
+            raise ProtocolError("close frame with a 1-byte payload (§5.5.1)")
         (code,) = struct.unpack_from("!H", payload)
         if not is_valid_close_code(code):
-            raise ProtocolError(f"invalid close code {code}")
+            raise ProtocolError(f"invalid close code {code} (§7.4)")
         try:
             reason = payload[2:].decode()
         except UnicodeDecodeError as exc:
-            raise InvalidPayload(f"close reason is not valid UTF-8: {exc}") from None
+            raise InvalidPayload(f"close reason is not valid UTF-8: {exc.reason} (§5.5.1)") from None
         return cls(code, reason)
 
     def serialize(self) -> bytes:
@@ -203,3 +204,67 @@ def encode_frame(
     """Serialize one frame, in one piece (see :func:`encode_frame_parts`)."""
     header, data = encode_frame_parts(opcode, payload, fin=fin, rsv1=rsv1, mask=mask, mask_key=mask_key)
     return header + data
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """A frame's header, field by field (§5.2), as :func:`parse_header` reads it."""
+
+    fin: bool
+    rsv1: bool
+    rsv2: bool
+    rsv3: bool
+    opcode: int
+    masked: bool
+    #: The payload's length, and which encoding carried it: 7 bits in the
+    #: second byte (0-125), or 126 then 16 bits, or 127 then 64 bits.
+    length: int
+    length_bits: int
+    mask_key: bytes | None
+    #: The header's own size in bytes: 2, plus 2 or 8 for the length, plus 4 for the key.
+    size: int
+
+
+class IncompleteHeader(ValueError):
+    """Fewer bytes than the header needs; ``needed`` is how many it needs in all."""
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(f"a frame header needs {needed} bytes here, {available} given")
+        self.needed = needed
+        self.available = available
+
+
+def parse_header(data: bytes) -> FrameHeader:
+    """Read the header at the start of ``data``, checking nothing but its length.
+
+    For tools that show a frame (``python3 -m common explain``): whether the
+    frame is allowed is the receiver's business
+    (:class:`common.protocol.Receiver`), which reads the same fields inline,
+    for speed. Raises :class:`IncompleteHeader` if ``data`` is too short.
+    """
+    if len(data) < 2:
+        raise IncompleteHeader(2, len(data))
+    b0, b1 = data[0], data[1]
+    length, length_bits, size = b1 & 0x7F, 7, 2
+    if length == 126:
+        length_bits, size = 16, 4
+    elif length == 127:
+        length_bits, size = 64, 10
+    masked = bool(b1 & 0x80)
+    needed = size + 4 if masked else size
+    if len(data) < needed:
+        raise IncompleteHeader(needed, len(data))
+    if length_bits > 7:
+        length = int.from_bytes(data[2:size], "big")
+    return FrameHeader(
+        fin=bool(b0 & 0x80),
+        rsv1=bool(b0 & 0x40),
+        rsv2=bool(b0 & 0x20),
+        rsv3=bool(b0 & 0x10),
+        opcode=b0 & 0x0F,
+        masked=masked,
+        length=length,
+        length_bits=length_bits,
+        mask_key=bytes(data[size:needed]) if masked else None,
+        size=needed,
+    )

@@ -100,13 +100,15 @@ class Receiver:
     fail it when a server frame is masked (§5.1). ``max_size`` bounds a whole
     message (None: no bound); ``extension`` undoes permessage-deflate;
     ``log``, when given, is called with every complete frame (the wire view):
-    ``log(opcode, fin, compressed, payload)``, and for a compressed frame,
-    once inflated, ``log(opcode, fin, True, inflated, size_on_the_wire)``.
+    ``log(opcode, fin, compressed, payload, size, header)``, where ``size`` is
+    the payload's size on the wire and ``header`` the header's bytes (masking
+    key included); a compressed frame is logged once inflated, ``payload``
+    being what it inflated to.
     """
 
     __slots__ = (
         "expect_masked", "log", "max_size", "extension", "buffer", "opcode", "compressed",
-        "parts", "small", "size", "decoder", "partial_done", "done", "unparsed", "room", "controls",
+        "parts", "small", "size", "decoder", "partial_done", "done", "unparsed", "room", "controls", "header",
     )
 
     def __init__(
@@ -142,6 +144,7 @@ class Receiver:
         self.unparsed = 0  # see pending
         #: How many of the last feed()'s events are not messages (control frames, an error).
         self.controls = 0
+        self.header = b""  # the last frame's header, kept only for log
 
     @property
     def pending(self) -> int:
@@ -245,8 +248,10 @@ class Receiver:
                 else:
                     payload = bytes(view[start:end])
         fin = b0 & 0x80
-        if self.log is not None and not (b0 & 0x40 or (opcode == _CONT and self.compressed)):
-            self.log(opcode, bool(fin), False, payload)  # compressed frames: once inflated
+        if self.log is not None:
+            self.header = bytes(buf[pos:start])
+            if not (b0 & 0x40 or (opcode == _CONT and self.compressed)):  # compressed frames: once inflated
+                self.log(opcode, bool(fin), False, payload, length, self.header)
         if opcode >= _CLOSE:
             self._control(opcode, payload, events)
         else:
@@ -284,14 +289,14 @@ class Receiver:
         # the extension bounds what it inflates instead.
         if max_size is not None and not compressed and self.size + length > max_size:
             raise PayloadTooBig(
-                f"message of {self.size + length} bytes or more exceeds max_size={max_size}"
+                f"message of {self.size + length} bytes or more exceeds max_size={max_size} (§10.4)"
             )
         # Its own length is bounded too, or the peer could make us buffer
         # gigabytes before inflating any. DEFLATE never needs much more than
         # the data: stored blocks add 5 bytes per 64 KiB, fixed Huffman codes
         # at most 9 bits per byte; hence an eighth more, and some slack.
         if max_size is not None and compressed and length > max_size + (max_size >> 3) + 1024:
-            raise PayloadTooBig(f"compressed frame of {length} bytes exceeds max_size={max_size}")
+            raise PayloadTooBig(f"compressed frame of {length} bytes exceeds max_size={max_size} (§10.4)")
 
     def _decode_partial_text(
         self, buf: bytearray, pos: int, header: int, masked: int, available: int, opcode: int
@@ -321,13 +326,13 @@ class Receiver:
         try:
             text = decoder.decode(data, final)
         except UnicodeDecodeError as exc:
-            raise InvalidPayload(f"invalid UTF-8 in text message: {exc.reason}") from None
+            raise InvalidPayload(f"invalid UTF-8 in text message: {exc.reason} (§8.1)") from None
         if not final:
             pending = decoder.getstate()[0]
             # CPython waits for a third byte before rejecting ED A0..BF, the
             # start of an encoded UTF-16 surrogate; reject it now.
             if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-                raise InvalidPayload("invalid UTF-8 in text message: encoded surrogate")
+                raise InvalidPayload("invalid UTF-8 in text message: encoded surrogate (§8.1)")
         return text
 
     def _data(self, opcode: int, fin: int, rsv1: int, payload: bytes, events: list[Event]) -> None:
@@ -351,7 +356,7 @@ class Receiver:
                         events.append((_TEXT, payload.decode()))
                     except UnicodeDecodeError as exc:
                         raise InvalidPayload(
-                            f"invalid UTF-8 in text message: {exc.reason}"
+                            f"invalid UTF-8 in text message: {exc.reason} (§8.1)"
                         ) from None
                 else:
                     events.append((_BINARY, payload))
@@ -365,7 +370,7 @@ class Receiver:
             size = len(payload)
             payload = self.extension.decode(payload, bool(fin), remaining)
             if self.log is not None:
-                self.log(wire_opcode, bool(fin), True, payload, size)
+                self.log(wire_opcode, bool(fin), True, payload, size, self.header)
         self.size += len(payload)
         self._add(payload[partial:], final=bool(fin))
         if fin:
@@ -496,8 +501,9 @@ class Protocol:
     unmasked frames, a server the opposite (§5.1, §5.3). ``max_size`` bounds
     an incoming message; ``extension`` is the negotiated permessage-deflate,
     if any. ``log_in`` and ``log_out``, when given, see every frame received
-    and sent (the wire view): ``log(opcode, fin, rsv1, payload, size)``,
-    ``payload`` uncompressed and ``size`` the bytes on the wire.
+    and sent (the wire view): ``log(opcode, fin, rsv1, payload, size, header)``,
+    ``payload`` uncompressed, ``size`` its bytes on the wire and ``header``
+    the frame's header as sent or received, masking key included.
 
     Receiving: :meth:`receive_data` parses and returns events; a ping is
     answered at once (the pong waits in :meth:`data_to_send`); the peer's close
@@ -690,6 +696,19 @@ class Protocol:
         kernel send a reset, which can destroy the close frame in flight)."""
         return self.failed and not self.is_client
 
+    def describe_close(self) -> str:
+        """The close handshake in words, for the wire view (§7.1.2-§7.1.5)."""
+        us, peer = ("client", "server") if self.is_client else ("server", "client")
+        sent, rcvd = self.close_sent, self.close_rcvd
+        if sent is None and rcvd is None:
+            return "no close frame either way (1006, abnormal closure)"
+        if self.close_rcvd_then_sent:
+            return f"the {peer} closed with {rcvd}; the {us} answered with {sent}"
+        if rcvd is None:
+            return f"the {us} closed with {sent}; the {peer}'s close never came"
+        # Ours went first; the peer's may have crossed it rather than answered it.
+        return f"the {us} closed with {sent}; the {peer}'s close came back with {rcvd}"
+
     def closed_exception(self) -> ConnectionClosed:
         """What using the connection raises once it is closed: OK after 1000, 1001 or
         a close without a code (1005, how browsers close by default) both ways; Error otherwise."""
@@ -706,12 +725,13 @@ class Protocol:
     ) -> list[bytes]:
         """Encode one frame (§5.2), masked on the client side (§5.3): one bytes
         object, or header and payload apart when the payload is large."""
-        if self.log_out is not None:
-            self.log_out(opcode, fin, rsv1, payload if original is None else original, len(payload))
+        shown, size = payload if original is None else original, len(payload)
         if self.is_client:
             header, payload = encode_frame_parts(opcode, payload, fin, rsv1, True)
         else:  # unmasked: the header is all there is to make
-            header = encode_header(opcode, len(payload), fin, rsv1)
+            header = encode_header(opcode, size, fin, rsv1)
+        if self.log_out is not None:
+            self.log_out(opcode, fin, rsv1, shown, size, header)
         if len(payload) <= _JOIN_LIMIT:
             return [header + payload]
         return [header, payload]

@@ -22,7 +22,8 @@ The pieces:
   ``--host``, ``--port`` (:func:`port`), ``--speed``, ``--log`` (stages that
   log), ``--certfile``/``--keyfile`` and ``-v``. A stage may add its own.
 * :func:`parse` parses them, turns on the wire view for ``-v`` (the logger
-  ``"common"`` at DEBUG, nothing else) and loads the certificate into
+  ``"common"`` at DEBUG, nothing else; ``-vv`` adds each frame's header
+  bytes: see :func:`common.connection.wire_view`) and loads the certificate into
   ``args.ssl`` (None without ``--certfile``): a bad one exits with 2 and one
   line, ``error: cannot load the certificate ...``.
 * :func:`stopped` waits for Ctrl+C or SIGTERM (or :func:`stop_event` set by
@@ -63,6 +64,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
+from .connection import wire_view
 from .exceptions import InvalidHandshake
 
 __all__ = ["Args", "port", "positive", "options", "parse", "stop_event", "stopped", "announce", "run",
@@ -123,12 +125,13 @@ def options(doc: str, *, host: str, log: Path | None = None) -> argparse.Argumen
     parser.add_argument("--certfile", type=Path, metavar="PATH",
                         help="serve over TLS (wss://) with this PEM certificate; the file may hold the key too")
     parser.add_argument("--keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM), if not in --certfile")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every frame: the wire view")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log every frame: the wire view (-vv: with each frame's header bytes)")
     return parser
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> Args:
-    """Parse the command line; turn on the wire view for ``-v``; load the certificate into ``args.ssl``.
+    """Parse the command line; turn on the wire view for ``-v``/``-vv``; load the certificate into ``args.ssl``.
 
     ``args.ssl`` is an :class:`ssl.SSLContext` with ``--certfile`` (the
     server speaks ``wss://``), None without. A certificate or key that cannot
@@ -139,8 +142,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> Arg
     if args.keyfile and not args.certfile:
         parser.error("--keyfile goes with --certfile")
     logging.basicConfig(format="%(asctime)s %(message)s")
-    if args.verbose:                    # the library's wire view, and nothing else (no asyncio debug lines)
-        logging.getLogger("common").setLevel(logging.DEBUG)
+    wire_view(args.verbose)
     args.ssl = None
     if args.certfile:
         try:

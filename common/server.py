@@ -18,7 +18,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, TypedDict, Union, Unpack
 
-from .connection import Connection, format_address
+from .connection import Connection, format_address, log_handshake
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .frames import CloseCode
 from .handshake import Hosts, Origins, accept_request, check_host, host_name
@@ -192,7 +192,10 @@ class Server:
             return None
         except (ConnectionError, OSError):
             return None
-        writer.write(serialize_response(HTTPStatus.SWITCHING_PROTOCOLS, accept.headers))
+        response = serialize_response(HTTPStatus.SWITCHING_PROTOCOLS, accept.headers)
+        writer.write(response)
+        if logger.isEnabledFor(logging.DEBUG):
+            log_handshake(format_address(peer), head, response, outgoing=False)
         connection = ServerConnection(
             reader, writer, extension=accept.extension, subprotocol=accept.subprotocol, **self.connection_options
         )

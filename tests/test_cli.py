@@ -22,6 +22,7 @@ import pytest
 
 import common
 from common import __main__ as cli
+from common.explain import explain
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
@@ -175,6 +176,44 @@ def test_echo_verbose_shows_frames_and_no_asyncio_noise(position: str) -> None:
     assert "Traceback" not in server.stderr
 
 
+def test_echo_vv_shows_the_handshake_and_frame_bytes_that_explain_reads() -> None:
+    """echo -vv: the request and status lines, every header, and each frame's bytes in hex, which
+    ``explain`` turns back into the message; the close handshake and the end of TCP in words."""
+    with echo_server("echo", "-vv") as (server, url):
+        with running("client", url) as client:
+            client.write("hello\n")
+            assert client.finish() == 0, client.stderr
+        server.wait_for("= connection is CLOSED")
+        server.proc.send_signal(signal.SIGINT)
+        assert server.finish() == 0
+    log = [line.split(" ", 3)[-1] for line in server.stderr.splitlines()]  # after the time and the peer
+    assert any(line.startswith("< GET / HTTP/1.1") for line in log)
+    assert any(line.startswith("> HTTP/1.1 101 Switching Protocols") for line in log)
+    assert any(line.strip().startswith("Sec-WebSocket-Key: ") for line in log)
+    received = log[log.index(next(line for line in log if line.startswith("< TEXT 'hello'"))) + 1]
+    assert received.strip().startswith("frame 81 85 ")  # masked by the client: FIN, text, MASK, 5 bytes
+    explained = explain(received.strip().removeprefix("frame "))
+    assert "from the client" in explained and "=> message: text 'hello' (5 bytes)" in explained
+    sent = log[log.index(next(line for line in log if line.startswith("> TEXT 'hello'"))) + 1]
+    assert sent.strip() == "frame 81 05 68 65 6c 6c 6f"
+    assert "= the server closed TCP first" in log
+    assert ("= connection is CLOSED: the client closed with 1000 (normal closure); "
+            "the server answered with 1000 (normal closure)") in log
+
+
+def test_echo_v_shows_no_frame_bytes() -> None:
+    """-v is the wire view without the bytes: frame lines, no hex lines, no headers."""
+    with echo_server("echo", "-v") as (server, url):
+        with running("client", url) as client:
+            client.write("hello\n")
+            assert client.finish() == 0, client.stderr
+        server.wait_for("= connection is CLOSED")
+        server.proc.send_signal(signal.SIGINT)
+        assert server.finish() == 0
+    assert "< GET / HTTP/1.1" in server.stderr and "< TEXT 'hello'" in server.stderr
+    assert " frame 81" not in server.stderr and "Sec-WebSocket-Key" not in server.stderr
+
+
 def test_echo_without_verbose_logs_no_frames() -> None:
     """echo without -v logs nothing for a normal session."""
     with echo_server("echo") as (server, url):
@@ -234,8 +273,8 @@ def test_help_mentions_verbose_after_the_command() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "required: {echo,client}"),
-        (("-v",), "required: {echo,client}"),
+        ((), "required: {echo,client,explain}"),
+        (("-v",), "required: {echo,client,explain}"),
         (("echo", "--port", "99999"), "argument --port: port must be 0-65535, not 99999"),
         (("echo", "--port", "-1"), "argument --port: port must be 0-65535, not -1"),
         (("echo", "--port", "http"), "argument --port: not a port number: 'http'"),

@@ -1,6 +1,6 @@
 """The shape of the package: its import graph, its lazy names, the keyword arguments of serve() and connect().
 
-The protocol's modules (frames, protocol, http11, handshake, deflate,
+The protocol's modules (frames, protocol, http11, handshake, deflate, explain,
 exceptions) work on bytes and can be used without an event loop; they must
 not load asyncio, not even through common/__init__.py, which imports its
 public names on first use (PEP 562). Each such check runs in a fresh
@@ -26,7 +26,7 @@ from common.options import CONNECTION_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "common"
-SANS_IO = ["frames", "protocol", "http11", "handshake", "deflate", "exceptions"]
+SANS_IO = ["frames", "protocol", "http11", "handshake", "deflate", "exceptions", "explain"]
 
 
 def run(code: str) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from common import InvalidOrigin, runner
+from common.connection import HEADER_BYTES
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -191,6 +192,12 @@ def test_verbose_is_the_library_wire_view_only(common_logger):
     runner.parse(runner.options("test0", host="127.0.0.1"), ["-v"])
     assert common_logger.level == logging.DEBUG
     assert (logging.getLogger().level, logging.getLogger("asyncio").level) == (root, aio)
+
+
+def test_vv_adds_the_header_bytes_level(common_logger):
+    """-vv: the logger "common" at HEADER_BYTES, below DEBUG: frame lines and their bytes."""
+    runner.parse(runner.options("test0", host="127.0.0.1"), ["-vv"])
+    assert common_logger.level == HEADER_BYTES < logging.DEBUG
 
 
 def test_certfile_gives_a_server_ssl_context(common_logger):

@@ -154,6 +154,19 @@ def test_both_sides_close_at_once() -> None:
     assert server.closed_exception().rcvd == Close(1000, "client")
 
 
+def test_the_close_handshake_in_words() -> None:
+    """describe_close(), the wire view's account: who closed, with which code, who answered."""
+    client, server = pair()
+    assert server.describe_close() == "no close frame either way (1006, abnormal closure)"
+    client.receive_data(b"".join(server.send_close(Close(1001, "bye"))))
+    assert server.describe_close() == "the server closed with 1001 (going away) bye; the client's close never came"
+    server.receive_data(b"".join(client.answer_close()))
+    assert client.describe_close() == (
+        "the server closed with 1001 (going away) bye; the client answered with 1001 (going away) bye")
+    assert server.describe_close() == (
+        "the server closed with 1001 (going away) bye; the client's close came back with 1001 (going away) bye")
+
+
 def test_nothing_may_be_sent_after_our_close() -> None:
     client, server = pair()
     server.send_close(Close(1000))

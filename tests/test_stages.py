@@ -28,6 +28,7 @@ except ImportError:
     from stage_util import REPO, Stage, running_stage, stage_has_log
 
 from common import ClientConnection, ConnectionClosed, InvalidStatus, connect
+from common.explain import explain
 
 TIMEOUT = 5.0                           # bound on every single wait for an event
 ALL = ["test1", "test2", "test3", "test4", "test4b", "test5", "test6", "test7", "test8", "test9"]
@@ -144,6 +145,26 @@ def test_clients_leaving_and_ctrl_c_are_clean(name, tmp_path):
     if stage.log_path is not None:
         logged = int(LOGGED.search(output).group(1))
         assert logged == len(stage.log_path.read_text().splitlines()) > 0
+
+
+def test_test2_vv_frames_read_back_with_explain(tmp_path):
+    """The tour's "read the wire": test2 -vv logs GET_TIME's frame in hex, and explain reads it back."""
+    with running_stage("test2", "-vv", tmp_path=tmp_path) as stage:
+
+        async def scenario() -> None:
+            async with connect(stage.url()) as ws:
+                await ws.send("GET_TIME")
+                await ws.recv()
+
+        run(scenario())
+        stage.wait_for_output("= connection is CLOSED: the client closed with 1000")
+    lines = stage.output().splitlines()
+    received = next(i for i, line in enumerate(lines) if "< TEXT 'GET_TIME'" in line)
+    frame = lines[received + 1].split(" frame ", 1)[1]
+    assert frame.startswith("81 88 ")           # FIN + text, MASK + 8 bytes: a client's frame
+    assert "=> message: text 'GET_TIME' (8 bytes)" in explain(frame)
+    assert any(line.endswith("< GET / HTTP/1.1") for line in lines)
+    assert any(line.endswith("> HTTP/1.1 101 Switching Protocols") for line in lines)
 
 
 def test_test1_sees_a_client_leave_that_sent_more_than_max_queue_messages(tmp_path):

@@ -1,0 +1,394 @@
+"""Read the wire: WebSocket frames and opening handshakes explained field by field.
+
+    python3 -m common explain 81 85 37 fa 21 3d 7f 9f 4d 51 58
+    echo "88 02 03 e8" | python3 -m common explain --from server
+    python3 -m common explain --file request.txt
+
+Frames come as hex (spaces and newlines ignored, several frames in a row);
+a handshake as text, a request (``GET ...``) or a response (``HTTP/1.1 ...``).
+Everything that decides goes through the library's own code: each frame is
+fed to a :class:`~common.protocol.Receiver`, which unmasks, inflates, checks
+UTF-8 and the close payload and raises the error a connection would fail
+with; a request goes through :func:`~common.handshake.accept_request`, as
+the server would run it. This module only says in words what the bits mean.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import string
+
+from .deflate import PerMessageDeflate
+from .exceptions import InvalidHandshake, ProtocolError
+from .frames import Close, FrameHeader, IncompleteHeader, Opcode, apply_mask, is_valid_close_code, parse_header
+from .handshake import GUID, accept_key, accept_request
+from .http11 import Headers, parse_request, parse_response
+from .protocol import Event, Receiver
+
+__all__ = ["explain", "explain_frames", "explain_handshake", "parse_hex"]
+
+#: Payloads longer than this are shown by their first and last bytes.
+SHOWN = 64
+
+OPCODES = {
+    0x0: "continuation: the next fragment of a message (§5.4)",
+    0x1: "text: a UTF-8 message, or its first fragment (§5.6)",
+    0x2: "binary: a message of bytes, or its first fragment (§5.6)",
+    0x8: "close: starts or answers the close handshake (§5.5.1)",
+    0x9: "ping: the peer must answer with a pong (§5.5.2)",
+    0xA: "pong: the answer to a ping, or a heartbeat (§5.5.3)",
+}
+
+CLOSE_CODES = {
+    1000: "normal closure: the purpose of the connection is fulfilled",
+    1001: "going away: a server shutting down, or a browser leaving the page",
+    1002: "protocol error: the peer broke the protocol",
+    1003: "unsupported data: a kind of message the endpoint cannot accept",
+    1007: "invalid data: for example a text message that is not UTF-8",
+    1008: "policy violation: a message the endpoint refuses",
+    1009: "message too big: over the endpoint's size limit",
+    1010: "mandatory extension: the client needed an extension the server refused",
+    1011: "internal error: the server met an unexpected condition",
+    1012: "service restart (IANA registry)",
+    1013: "try again later: temporary overload (IANA registry)",
+    1014: "bad gateway: a gateway got a bad answer upstream (IANA registry)",
+}
+
+HEADER_ROLES = {
+    "host": "which server the client means; the lab's servers check it against their names (§4.1, DNS rebinding)",
+    "upgrade": "must contain 'websocket': the switch from HTTP to the WebSocket protocol (§4.1, §4.2.2)",
+    "connection": "must contain 'Upgrade', so that proxies do not forward the upgrade as is (§4.1, §4.2.2)",
+    "sec-websocket-key": "16 random bytes in base64; the server proves it read them (§4.1)",
+    "sec-websocket-version": "must be 13, the version of RFC 6455 (§4.1); otherwise the server answers 426",
+    "origin": "the page's origin, sent by browsers; the server may refuse foreign ones with 403 (§4.1, §10.2)",
+    "sec-websocket-protocol": "subprotocols offered (request) or the one chosen (response) (§4.1, §11.3.4)",
+    "sec-websocket-extensions": "extensions offered or agreed, such as permessage-deflate (§9, RFC 7692)",
+    "sec-websocket-accept": "base64(SHA-1(key + GUID)): proof that the server read this request's key (§4.2.2)",
+    "user-agent": "the client's software; not part of the WebSocket handshake",
+}
+
+
+# --------------------------------------------------------------------------- input
+
+
+def parse_hex(text: str) -> bytes:
+    """Bytes from hex digits; spaces, newlines and ``0x`` prefixes are ignored."""
+    digits = re.sub(r"0[xX](?=[0-9a-fA-F])|\s", "", text)
+    bad = next((c for c in digits if c not in string.hexdigits), None)
+    if bad is not None:
+        raise ValueError(f"not hex: {bad!r} (frames are given as hex bytes, such as 81 05 48 65 6c 6c 6f)")
+    if len(digits) % 2:
+        raise ValueError(f"an odd number of hex digits ({len(digits)}): each byte is two digits")
+    return bytes.fromhex(digits)
+
+
+def explain(text: str, *, side: str | None = None, deflate: bool = False, key: str | None = None) -> str:
+    """Explain ``text``: a handshake if it starts like one, else frames in hex."""
+    if re.match(r"\s*([A-Za-z]+ \S+ HTTP/|HTTP/)", text):
+        return explain_handshake(text, key=key)
+    return explain_frames(parse_hex(text), side=side, deflate=deflate)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def explain_frames(data: bytes, *, side: str | None = None, deflate: bool = False) -> str:
+    """Explain the frames in ``data``, one after the other, as one peer sent them.
+
+    ``side`` is who sent them, "client" or "server": the receiver then
+    requires the masking that side must use (§5.1). None: the first frame's
+    MASK bit says. ``deflate``: permessage-deflate was agreed, so RSV1 marks
+    a compressed message (RFC 7692 §6). The receiver has the default
+    ``max_size`` of :func:`~common.serve` and :func:`~common.connect`.
+    """
+    if not data:
+        return "nothing to explain: no bytes given\n"
+    out: list[str] = []
+    inflated: list[bytes] = []  # what the receiver's log saw a compressed frame inflate to
+    receiver: Receiver | None = None
+    pos, number = 0, 0
+    while pos < len(data):
+        number += 1
+        rest = data[pos:]
+        try:
+            header = parse_header(rest)
+        except IncompleteHeader as exc:
+            out.append(f"frame {number}: truncated header: {exc.available} byte(s) here, the header needs"
+                       f" {exc.needed}: {exc.needed - exc.available} missing (§5.2)")
+            break
+        if receiver is None:
+            side = side or ("client" if header.masked else "server")
+            receiver = Receiver(
+                expect_masked=side == "client",
+                extension=PerMessageDeflate() if deflate else None,
+                log=lambda opcode, fin, compressed, payload, size, header: inflated.append(payload),
+            )
+        frame = rest[: header.size + header.length]
+        out.append(f"frame {number}: {_summary(header)}, {len(frame)} bytes, from the {side}")
+        out += _fields(header, frame, deflate)
+        inflated.clear()
+        if not _received(receiver, frame, header, deflate, inflated, out):
+            if len(frame) < len(rest):
+                out.append(f"the other {len(rest) - len(frame)} byte(s) are not read: the connection is failed"
+                           " (§7.1.7)")
+            break
+        if len(frame) < header.size + header.length:
+            missing = header.size + header.length - len(frame)
+            out.append(f"  truncated: the frame is {len(frame) + missing} bytes, {len(frame)} are here:"
+                       f" {missing} missing (§5.2)")
+            break
+        pos += len(frame)
+    else:
+        if receiver is not None and receiver.opcode is not None:
+            out.append("the bytes end inside a fragmented message: its last frame (FIN 1) has not come (§5.4)")
+    return "\n".join(out) + "\n"
+
+
+def _received(
+    receiver: Receiver, frame: bytes, header: FrameHeader, deflate: bool, inflated: list[bytes], out: list[str]
+) -> bool:
+    """Feed one frame to the receiver and say what it made of it; False if it failed the connection.
+
+    A truncated frame is fed too: the receiver checks a header, and the UTF-8
+    of a text frame, before the whole frame has arrived, as it does on a socket.
+    """
+    events = receiver.feed(frame)
+    if header.rsv1 and deflate and inflated:
+        out += _payload_lines("inflated (00 00 ff ff appended, then raw DEFLATE)", inflated[-1], header.opcode,
+                              "RFC 7692 §7.2.2")
+    return _outcome(events, out)
+
+
+def _summary(header: FrameHeader) -> str:
+    name = OPCODES[header.opcode].split(":")[0] if header.opcode in OPCODES else f"reserved opcode {header.opcode:#x}"
+    kind = "final" if header.fin else "non-final"
+    return f"{kind} {name} frame, {'masked' if header.masked else 'unmasked'}"
+
+
+def _bits(byte: int) -> str:
+    return f"{byte >> 4:04b} {byte & 0xF:04b}"
+
+
+def _hex(data: bytes) -> str:
+    if len(data) <= SHOWN:
+        return data.hex(" ")
+    return f"{data[:SHOWN // 2].hex(' ')} ... {data[-8:].hex(' ')}"
+
+
+def _fields(header: FrameHeader, frame: bytes, deflate: bool) -> list[str]:
+    """Every field of the frame, bits first, then the payload as far as it is here."""
+    lines = _first_byte(header, frame[0], deflate) + _second_byte(header, frame[1])
+    offset = 2
+    if header.length_bits > 7:
+        width = header.length_bits // 8
+        lines.append(f"  bytes 2-{1 + width}  {frame[2 : 2 + width].hex(' ')}  the length as a"
+                     f" {header.length_bits}-bit unsigned integer, network order: {header.length} (§5.2)")
+        offset += width
+    if header.mask_key is not None:
+        lines.append(f"  bytes {offset}-{offset + 3}  {header.mask_key.hex(' ')}  masking key: a fresh random"
+                     " key per frame (§5.3)")
+        offset += 4
+    return lines + _payload(header, frame[offset:], offset, deflate)
+
+
+def _first_byte(header: FrameHeader, b0: int, deflate: bool) -> list[str]:
+    opcode = OPCODES.get(header.opcode, "reserved: no meaning is defined, receivers must fail (§5.2)")
+    if header.rsv1:
+        rsv1 = "compressed message (permessage-deflate, RFC 7692 §6)" if deflate else (
+            "set, but no extension was agreed (--deflate if permessage-deflate was)")
+    else:
+        rsv1 = "not compressed" if deflate else "0 unless an extension defines it (§5.2)"
+    fin = "the last frame of its message (§5.2)" if header.fin else "more fragments follow (§5.4)"
+    return [
+        f"  byte 0     {b0:02x}  {_bits(b0)}",
+        f"    FIN      bit 0      {header.fin:d}     {fin}",
+        f"    RSV1     bit 1      {header.rsv1:d}     {rsv1}",
+        f"    RSV2     bit 2      {header.rsv2:d}     0 unless an extension defines it (§5.2)",
+        f"    RSV3     bit 3      {header.rsv3:d}     0 unless an extension defines it (§5.2)",
+        f"    opcode   bits 4-7   {header.opcode:04b}  {header.opcode:#x} = {opcode}",
+    ]
+
+
+def _second_byte(header: FrameHeader, b1: int) -> list[str]:
+    mask = ("the payload is masked: clients mask every frame (§5.1, §5.3)" if header.masked
+            else "not masked: servers never mask (§5.1)")
+    return [
+        f"  byte 1     {b1:02x}  {_bits(b1)}",
+        f"    MASK     bit 8      {header.masked:d}     {mask}",
+        f"    length   bits 9-15  {b1 & 0x7F:07b} " + _length_meaning(header, b1 & 0x7F),
+    ]
+
+
+def _payload(header: FrameHeader, payload: bytes, offset: int, deflate: bool) -> list[str]:
+    if header.length == 0:
+        return ["  no payload"]
+    where = f"bytes {offset}-{offset + header.length - 1}"
+    masked = ", masked" if header.masked else ""
+    if len(payload) < header.length:
+        shown = f": {_hex(payload)}" if payload else ""
+        return [f"  {where}  payload, {header.length} bytes{masked}, {len(payload)} of them here{shown}"]
+    lines = [f"  {where}  payload, {header.length} bytes{masked}: {_hex(payload)}"]
+    if header.mask_key is not None:
+        payload = apply_mask(payload, header.mask_key)
+        lines.append(f"    unmasked: {_hex(payload)}  (byte i XOR key[i mod 4], §5.3)")
+    if header.rsv1 and deflate:
+        return lines  # what it inflates to follows, from the receiver
+    return lines + _payload_lines("payload", payload, header.opcode, "")
+
+
+def _length_meaning(header: FrameHeader, field: int) -> str:
+    if header.length_bits == 7:
+        return f"{field}: the payload length itself (7 bits: 0-125, §5.2)"
+    width = header.length_bits // 8
+    return f"{field}: the length follows in the next {width} bytes ({header.length_bits} bits, §5.2)"
+
+
+def _payload_lines(label: str, payload: bytes, opcode: int, section: str) -> list[str]:
+    """The payload in words: text, a close code and reason, or bytes."""
+    cite = f" ({section})" if section else ""
+    if opcode == Opcode.CLOSE:
+        return [f"    {label}{cite}: " + _close_meaning(payload)]
+    if opcode in (Opcode.TEXT, Opcode.CONT, Opcode.PING, Opcode.PONG):
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            if opcode == Opcode.TEXT or opcode == Opcode.CONT:
+                return [f"    {label}{cite}: not UTF-8 on its own (a fragment may end inside a character)"]
+            return [f"    {label}{cite}: {_hex(payload)}"]
+        shown = text if len(text) <= SHOWN else text[:SHOWN] + "..."
+        return [f"    {label} as text{cite}: {shown!r}"]
+    return [f"    {label}{cite}: {len(payload)} bytes of binary data"]
+
+
+def _close_meaning(payload: bytes) -> str:
+    if not payload:
+        return "empty: a close without a status code, reported as 1005 (§7.1.5)"
+    if len(payload) == 1:
+        return "one byte: too short for a status code (§5.5.1)"
+    code = int.from_bytes(payload[:2], "big")
+    reason = payload[2:].decode(errors="replace")
+    return f"code {code} ({_code_meaning(code)}), reason {reason!r} (§5.5.1, §7.4)"
+
+
+def _code_meaning(code: int) -> str:
+    if code in CLOSE_CODES:
+        return CLOSE_CODES[code]
+    if 3000 <= code <= 3999:
+        return "registered for libraries and frameworks (§7.4.2)"
+    if 4000 <= code <= 4999:
+        return "private use: the application's own meaning (§7.4.2)"
+    if code in (1005, 1006, 1015):
+        return "reserved for reports, never sent on the wire (§7.4.1)"
+    assert not is_valid_close_code(code)
+    return "not a valid close code (§7.4)"
+
+
+def _outcome(events: list[Event], out: list[str]) -> bool:
+    """Say what the receiver made of the frame; False if it failed the connection."""
+    for opcode, value in events:
+        if opcode is None:
+            assert isinstance(value, ProtocolError)
+            code = value.code
+            out.append(f"  error: {value}")
+            out.append(f"  the receiver fails the connection with close code {code} ({_code_meaning(code)})")
+            return False
+        if opcode == Opcode.CLOSE:
+            assert isinstance(value, Close)
+            out.append(f"  => the peer's close: {value}; the receiver answers with a close frame (§5.5.1)")
+        elif opcode == Opcode.PING:
+            out.append("  => a ping: the receiver answers with a pong carrying the same payload (§5.5.2)")
+        elif opcode == Opcode.PONG:
+            out.append("  => a pong: it answers a ping (or is a unidirectional heartbeat, §5.5.3)")
+        elif isinstance(value, str):
+            shown = value if len(value) <= SHOWN else value[:SHOWN] + "..."
+            out.append(f"  => message: text {shown!r} ({len(value.encode())} bytes)")
+        else:
+            assert isinstance(value, bytes)
+            out.append(f"  => message: binary, {len(value)} bytes")
+    return True
+
+
+# --------------------------------------------------------------------------- handshakes
+
+
+def explain_handshake(text: str, *, key: str | None = None) -> str:
+    """Explain an opening handshake's request or response (§4), given as text.
+
+    For a response, ``key`` (the request's Sec-WebSocket-Key) lets the
+    explanation check Sec-WebSocket-Accept the way a client does.
+    """
+    head = re.sub(r"\r?\n", "\r\n", text.strip()).encode("latin-1", errors="replace") + b"\r\n\r\n"
+    if not head.startswith(b"HTTP/"):
+        return _explain_request(head)
+    return _explain_response(head, key)
+
+
+def _explain_request(head: bytes) -> str:
+    try:
+        request = parse_request(head)
+    except InvalidHandshake as exc:
+        return f"not a valid HTTP/1.1 request: {exc}\nthe server answers {int(exc.status)} {exc.status.phrase}\n"
+    out = [
+        "an opening handshake request (RFC 6455 §4.1)",
+        f"  {request.method} {request.path} HTTP/1.1",
+        "    method GET and HTTP/1.1 or later (§4.1); the path names the endpoint, as a URL's path",
+    ]
+    out += _header_lines(request.headers)
+    out.append("the server's checks (§4.2.1), as common.handshake.accept_request makes them:")
+    try:
+        accepted = accept_request(request, compression="deflate")
+    except InvalidHandshake as exc:
+        out.append(f"  refused: {exc}")
+        out.append(f"  the server answers {int(exc.status)} {exc.status.phrase} and no WebSocket opens")
+        return "\n".join(out) + "\n"
+    out.append("  GET, Upgrade: websocket, Connection: Upgrade, one Host, version 13, a key of 16 bytes: all present")
+    out.append("  accepted: the server answers 101 Switching Protocols with")
+    out += [f"    {name}: {value}" for name, value in accepted.headers]
+    out += _accept_walkthrough(request.headers["Sec-WebSocket-Key"])
+    return "\n".join(out) + "\n"
+
+
+def _explain_response(head: bytes, key: str | None) -> str:
+    try:
+        response = parse_response(head)
+    except InvalidHandshake as exc:
+        return f"not a valid HTTP/1.1 response: {exc}\n"
+    out = [f"an opening handshake response (RFC 6455 §4.2.2)", f"  HTTP/1.1 {response.status} {response.reason}"]
+    if response.status == 101:
+        out.append("    101 Switching Protocols: from the next byte on, both sides speak WebSocket frames")
+    else:
+        out.append(f"    not 101: the server refused, and the client fails the connection (§4.1)")
+    out += _header_lines(response.headers)
+    accept = response.headers.get("Sec-WebSocket-Accept")
+    if key is not None and accept is not None:
+        out += _accept_walkthrough(key)
+        verdict = "matches: the client goes on" if accept == accept_key(key) else (
+            "does NOT match: the client must fail the connection (§4.1)")
+        out.append(f"  the answer's Sec-WebSocket-Accept {accept} {verdict}")
+    elif accept is not None:
+        out.append("  give the request's key (--key) to check Sec-WebSocket-Accept as the client does")
+    return "\n".join(out) + "\n"
+
+
+def _header_lines(headers: Headers) -> list[str]:
+    lines = []
+    for name, value in headers.items():
+        role = HEADER_ROLES.get(name.lower(), "ordinary HTTP: no part in the WebSocket handshake")
+        lines.append(f"  {name}: {value}")
+        lines.append(f"    {role}")
+    return lines
+
+
+def _accept_walkthrough(key: str) -> list[str]:
+    """Sec-WebSocket-Accept computed step by step (§1.3, §4.2.2)."""
+    joined = key + GUID
+    digest = hashlib.sha1(joined.encode()).digest()
+    return [
+        "Sec-WebSocket-Accept, step by step (§1.3, §4.2.2):",
+        f"  1. the key, as text:         {key}",
+        f"  2. append the GUID:          {joined}",
+        f"  3. SHA-1 of those bytes:     {digest.hex(' ')}",
+        f"  4. base64 of the 20 bytes:   {base64.b64encode(digest).decode()}",
+    ]

@@ -1,0 +1,410 @@
+"""``python3 -m common explain``: frames and handshakes explained field by field.
+
+The frames are those of RFC 6455 §5.7 as literal bytes, and frames built by
+the library's encoder at every length boundary; each explanation is checked
+for the values a learner reads in it, and each protocol error for the words
+and section the library's receiver gives.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+from common.__main__ import main
+from common.explain import explain, explain_frames, explain_handshake, parse_hex
+from common.frames import CloseCode, Opcode, encode_frame
+
+KEY = bytes.fromhex("37fa213d")
+
+
+def frames(text: str, **options: object) -> str:
+    return explain_frames(parse_hex(text), **options)  # type: ignore[arg-type]
+
+
+def field(output: str, name: str) -> str:
+    """The line of one header field, such as 'FIN' or 'opcode'."""
+    return next(line for line in output.splitlines() if line.split()[:1] == [name])
+
+
+# ------------------------------------------------------------------ RFC 6455 §5.7
+
+
+def test_rfc_unmasked_hello() -> None:
+    out = frames("81 05 48 65 6c 6c 6f")
+    assert out.startswith("frame 1: final text frame, unmasked, 7 bytes, from the server")
+    assert "bit 0      1" in field(out, "FIN") and "last frame of its message (§5.2)" in field(out, "FIN")
+    assert "0001" in field(out, "opcode") and "text" in field(out, "opcode")
+    assert "not masked" in field(out, "MASK")
+    assert "5: the payload length itself (7 bits" in field(out, "length")
+    assert "payload as text: 'Hello'" in out
+    assert "=> message: text 'Hello' (5 bytes)" in out
+
+
+def test_rfc_masked_hello() -> None:
+    out = frames("81 85 37 fa 21 3d 7f 9f 4d 51 58")
+    assert out.startswith("frame 1: final text frame, masked, 11 bytes, from the client")
+    assert "bit 8      1" in field(out, "MASK") and "(§5.1, §5.3)" in field(out, "MASK")
+    assert "bytes 2-5  37 fa 21 3d  masking key" in out
+    assert "bytes 6-10  payload, 5 bytes, masked: 7f 9f 4d 51 58" in out
+    assert "unmasked: 48 65 6c 6c 6f  (byte i XOR key[i mod 4], §5.3)" in out
+    assert "=> message: text 'Hello' (5 bytes)" in out
+
+
+def test_rfc_fragmented_hello() -> None:
+    out = frames("01 03 48 65 6c 80 02 6c 6f")
+    first, second = out.split("frame 2:")
+    assert "non-final text frame" in first and "more fragments follow (§5.4)" in first
+    assert "payload as text: 'Hel'" in first and "=> message" not in first
+    assert " final continuation frame" in second and "payload as text: 'lo'" in second
+    assert "=> message: text 'Hello' (5 bytes)" in second
+
+
+@pytest.mark.parametrize("text, kind, masked", [
+    ("89 05 48 65 6c 6c 6f", "ping", False),
+    ("8a 85 37 fa 21 3d 7f 9f 4d 51 58", "pong", True),
+])
+def test_rfc_ping_and_masked_pong(text: str, kind: str, masked: bool) -> None:
+    out = frames(text)
+    assert out.startswith(f"frame 1: final {kind} frame, {'masked' if masked else 'unmasked'}")
+    assert "payload as text: 'Hello'" in out
+    assert f"=> a {kind}" in out
+
+
+def test_rfc_256_byte_binary_header_uses_16_bits() -> None:
+    out = frames("82 7e 01 00")
+    assert "126: the length follows in the next 2 bytes (16 bits, §5.2)" in field(out, "length")
+    assert "bytes 2-3  01 00  the length as a 16-bit unsigned integer, network order: 256" in out
+    assert "truncated: the frame is 260 bytes, 4 are here: 256 missing (§5.2)" in out
+
+
+def test_rfc_64_kib_binary_header_uses_64_bits() -> None:
+    out = frames("82 7f 00 00 00 00 00 01 00 00")
+    assert "127: the length follows in the next 8 bytes (64 bits, §5.2)" in field(out, "length")
+    assert "bytes 2-9  00 00 00 00 00 01 00 00  the length as a 64-bit unsigned integer" in out
+    assert "network order: 65536 (§5.2)" in out
+    assert "65536 missing" in out
+
+
+# ------------------------------------------------------------------ fields
+
+
+@pytest.mark.parametrize("opcode, name", [
+    (Opcode.CONT, "continuation"), (Opcode.TEXT, "text"), (Opcode.BINARY, "binary"),
+    (Opcode.CLOSE, "close"), (Opcode.PING, "ping"), (Opcode.PONG, "pong"),
+])
+def test_every_opcode_is_named(opcode: int, name: str) -> None:
+    out = explain_frames(encode_frame(opcode, b""))
+    assert f"{opcode:04b}  {opcode:#x} = {name}" in field(out, "opcode")
+
+
+@pytest.mark.parametrize("opcode", [3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF])
+def test_reserved_opcodes_fail_the_connection(opcode: int) -> None:
+    out = explain_frames(bytes((0x80 | opcode, 0)))
+    kind = "control" if opcode >= 8 else "data"
+    assert f"reserved opcode {opcode:#x}" in out.splitlines()[0]
+    assert f"error: reserved {kind} opcode {opcode:#x} (§5.2)" in out
+    assert "close code 1002 (protocol error" in out
+
+
+@pytest.mark.parametrize("length, bits", [
+    (0, 7), (1, 7), (125, 7), (126, 16), (127, 16), (65535, 16), (65536, 64), (65537, 64),
+])
+@pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
+def test_the_three_length_encodings_at_their_boundaries(length: int, bits: int, masked: bool) -> None:
+    data = encode_frame(Opcode.BINARY, bytes(length), mask=masked, mask_key=KEY)
+    out = explain_frames(data)
+    field_value = {7: length, 16: 126, 64: 127}[bits]
+    assert field(out, "length").split()[3] == f"{field_value:07b}"
+    if bits == 7:
+        assert f"{length}: the payload length itself (7 bits: 0-125" in out
+    else:
+        assert f"the length as a {bits}-bit unsigned integer, network order: {length} (§5.2)" in out
+    header = 2 + {7: 0, 16: 2, 64: 8}[bits] + (4 if masked else 0)
+    assert f"{len(data)} bytes, from the {'client' if masked else 'server'}" in out
+    if length:
+        assert f"bytes {header}-{header + length - 1}  payload, {length} bytes" in out
+    assert f"=> message: binary, {length} bytes" in out
+
+
+def test_a_long_payload_is_shown_by_its_ends() -> None:
+    out = explain_frames(encode_frame(Opcode.BINARY, bytes(range(256)) * 4))
+    payload_line = next(line for line in out.splitlines() if "payload, 1024 bytes" in line)
+    assert payload_line.endswith("00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 11 12 13 14 15 16 17 18 19"
+                                 " 1a 1b 1c 1d 1e 1f ... f8 f9 fa fb fc fd fe ff")
+
+
+def test_several_frames_in_a_row_are_numbered() -> None:
+    data = encode_frame(Opcode.TEXT, b"a") + encode_frame(Opcode.PING, b"") + encode_frame(Opcode.BINARY, b"bc")
+    out = explain_frames(data)
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("frame")] == [
+        "frame 1", "frame 2", "frame 3"]
+
+
+# ------------------------------------------------------------------ close frames
+
+
+@pytest.mark.parametrize("code, meaning", [
+    (1000, "normal closure"), (1001, "going away"), (1002, "protocol error"), (1003, "unsupported data"),
+    (1007, "invalid data"), (1008, "policy violation"), (1009, "message too big"),
+    (1010, "mandatory extension"), (1011, "internal error"), (1012, "service restart"),
+    (1013, "try again later"), (1014, "bad gateway"),
+    (3000, "registered for libraries and frameworks"), (3999, "registered for libraries and frameworks"),
+    (4000, "private use"), (4999, "private use"),
+])
+def test_close_codes_and_reasons_are_explained(code: int, meaning: str) -> None:
+    out = explain_frames(encode_frame(Opcode.CLOSE, code.to_bytes(2, "big") + "au revoir, ça va".encode()))
+    assert f"payload: code {code} ({meaning}" in out
+    assert "reason 'au revoir, ça va' (§5.5.1, §7.4)" in out
+    assert f"=> the peer's close: {code} " in out
+
+
+def test_an_empty_close_means_no_status_code() -> None:
+    out = frames("88 00")
+    assert "no payload" in out
+    assert "=> the peer's close: 1005 (no status rcvd)" in out
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+def test_codes_that_may_not_be_sent_fail_the_connection(code: int) -> None:
+    out = explain_frames(encode_frame(Opcode.CLOSE, code.to_bytes(2, "big")))
+    assert f"error: invalid close code {code} (§7.4)" in out
+    assert "close code 1002" in out
+
+
+def test_a_one_byte_close_payload_and_a_reason_that_is_not_utf8() -> None:
+    one = frames("88 01 03")
+    assert "one byte: too short for a status code (§5.5.1)" in one
+    assert "error: close frame with a 1-byte payload (§5.5.1)" in one
+    bad = frames("88 04 03 e8 ff fe")
+    assert "error: close reason is not valid UTF-8: invalid start byte (§5.5.1)" in bad
+    assert "close code 1007 (invalid data" in bad
+
+
+# ------------------------------------------------------------------ compression
+
+
+def deflated(text: str) -> bytes:
+    compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress(text.encode()) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
+def test_a_compressed_message_is_inflated_with_deflate() -> None:
+    out = frames("c1 07 f2 48 cd c9 c9 07 00", deflate=True)  # RFC 7692 §7.2.3.1: "Hello"
+    assert "compressed message (permessage-deflate, RFC 7692 §6)" in field(out, "RSV1")
+    assert "payload, 7 bytes: f2 48 cd c9 c9 07 00" in out
+    assert "inflated (00 00 ff ff appended, then raw DEFLATE) as text (RFC 7692 §7.2.2): 'Hello'" in out
+    assert "=> message: text 'Hello' (5 bytes)" in out
+
+
+def test_a_compressed_masked_fragmented_message() -> None:
+    body = deflated("permessage-deflate " * 20)
+    data = (encode_frame(Opcode.TEXT, body[:10], fin=False, rsv1=True, mask=True, mask_key=KEY)
+            + encode_frame(Opcode.CONT, body[10:], mask=True, mask_key=KEY))
+    out = explain_frames(data, deflate=True)
+    assert out.count("from the client") == 2
+    assert "=> message: text 'permessage-deflate permessage-deflate" in out
+    assert "(380 bytes)" in out
+
+
+def test_rsv1_without_deflate_is_the_librarys_error() -> None:
+    out = frames("c1 07 f2 48 cd c9 c9 07 00")
+    assert "set, but no extension was agreed (--deflate if permessage-deflate was)" in field(out, "RSV1")
+    assert "error: reserved bits set without a negotiated extension (§5.2)" in out
+
+
+@pytest.mark.parametrize("b0", [0xA1, 0x91], ids=["RSV2", "RSV3"])
+def test_rsv2_and_rsv3_fail_even_with_deflate(b0: int) -> None:
+    out = explain_frames(bytes((b0, 0)), deflate=True)
+    assert "error: reserved bits set without a negotiated extension (§5.2)" in out
+
+
+# ------------------------------------------------------------------ protocol errors
+
+
+@pytest.mark.parametrize("text, side, error", [
+    ("89 7e 00 7e", None, "control frame payload over 125 bytes (§5.5)"),
+    ("81 05 48 65 6c 6c 6f", "client", "client frames must be masked (§5.1)"),
+    ("81 85 37 fa 21 3d 7f 9f 4d 51 58", "server", "server frames must not be masked (§5.1)"),
+    ("09 00", None, "fragmented control frame (§5.5)"),
+    ("80 01 41", None, "continuation frame with no message to continue (§5.4)"),
+    ("01 01 41 81 01 42", None, "new data frame inside a fragmented message (§5.4)"),
+    ("81 02 c3 28", None, "invalid UTF-8 in text message: invalid continuation byte (§8.1)"),
+    ("82 7f 80 00 00 00 00 00 00 00", None, "64-bit payload length with the top bit set (§5.2)"),
+], ids=["long control", "unmasked client", "masked server", "fragmented control", "lone continuation",
+        "data inside fragments", "bad utf-8", "64-bit top bit"])
+def test_protocol_errors_are_the_receivers(text: str, side: str | None, error: str) -> None:
+    out = frames(text, side=side)
+    assert f"  error: {error}\n" in out
+    code = 1007 if "UTF-8" in error else 1002
+    assert f"the receiver fails the connection with close code {code}" in out
+
+
+def test_invalid_utf8_fails_before_the_frame_is_complete() -> None:
+    out = frames("81 7e 01 00 c3 28")  # 256 bytes announced, the bad sequence comes first
+    assert "error: invalid UTF-8 in text message: invalid continuation byte (§8.1)" in out
+    assert "truncated" not in out
+
+
+def test_bytes_after_an_error_are_not_read() -> None:
+    out = frames("80 01 41 81 05 48 65 6c 6c 6f")
+    assert "frame 2" not in out
+    assert "the other 7 byte(s) are not read: the connection is failed (§7.1.7)" in out
+
+
+def test_fragments_that_never_end() -> None:
+    out = frames("01 03 48 65 6c 00 01 6c")
+    assert out.rstrip().endswith("the bytes end inside a fragmented message: its last frame (FIN 1) has not come (§5.4)")
+
+
+# ------------------------------------------------------------------ truncated input
+
+
+@pytest.mark.parametrize("text, header_needs, given", [
+    ("81", 2, 1), ("82 7e 01", 4, 3), ("82 7f 00 00 00", 10, 5), ("81 85 37 fa", 6, 4),
+])
+def test_a_truncated_header_says_how_many_bytes_are_missing(text: str, header_needs: int, given: int) -> None:
+    out = frames(text)
+    assert out.strip() == (f"frame 1: truncated header: {given} byte(s) here, the header needs {header_needs}:"
+                           f" {header_needs - given} missing (§5.2)")
+
+
+def test_a_truncated_payload_says_how_many_bytes_are_missing() -> None:
+    out = frames("81 85 37 fa 21 3d 7f 9f")
+    assert "bytes 6-10  payload, 5 bytes, masked, 2 of them here: 7f 9f" in out
+    assert out.rstrip().endswith("truncated: the frame is 11 bytes, 8 are here: 3 missing (§5.2)")
+
+
+def test_a_truncated_second_frame() -> None:
+    out = frames("81 05 48 65 6c 6c 6f 82")
+    assert "=> message: text 'Hello'" in out
+    assert "frame 2: truncated header: 1 byte(s) here, the header needs 2: 1 missing (§5.2)" in out
+
+
+# ------------------------------------------------------------------ hex input
+
+
+def test_hex_ignores_spaces_newlines_and_0x() -> None:
+    assert parse_hex("81 05\n48656c\t6c 0x6f") == bytes.fromhex("810548656c6c6f")
+
+
+@pytest.mark.parametrize("text, error", [
+    ("81 0g", "not hex: 'g'"), ("81 5", r"an odd number of hex digits \(3\)"),
+])
+def test_bad_hex_is_refused_clearly(text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_hex(text)
+
+
+def test_nothing_to_explain() -> None:
+    assert explain("  \n") == "nothing to explain: no bytes given\n"
+
+
+# ------------------------------------------------------------------ handshakes
+
+RFC_REQUEST = """GET /chat HTTP/1.1
+Host: server.example.com
+Upgrade: websocket
+Connection: Upgrade
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
+Origin: http://example.com
+Sec-WebSocket-Protocol: chat, superchat
+Sec-WebSocket-Version: 13
+"""
+
+RFC_RESPONSE = """HTTP/1.1 101 Switching Protocols
+Upgrade: websocket
+Connection: Upgrade
+Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
+Sec-WebSocket-Protocol: chat
+"""
+
+
+def test_the_accept_key_walkthrough_matches_rfc_section_1_3() -> None:
+    out = explain(RFC_REQUEST)
+    assert "  1. the key, as text:         dGhlIHNhbXBsZSBub25jZQ==" in out
+    assert "  2. append the GUID:          dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11" in out
+    assert ("  3. SHA-1 of those bytes:     b3 7a 4f 2c c0 62 4f 16 90 f6 46 06 cf 38 59 45 b2 be c4 ea"
+            in out)
+    assert "  4. base64 of the 20 bytes:   s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in out
+
+
+def test_a_request_is_explained_header_by_header_and_accepted() -> None:
+    out = explain(RFC_REQUEST.replace("\n", "\r\n"))
+    assert out.startswith("an opening handshake request (RFC 6455 §4.1)")
+    for header in ("Host", "Upgrade", "Connection", "Sec-WebSocket-Key", "Origin", "Sec-WebSocket-Protocol",
+                   "Sec-WebSocket-Version"):
+        line = next(i for i, text in enumerate(out.splitlines()) if text.startswith(f"  {header}: "))
+        assert "§" in out.splitlines()[line + 1]
+    assert "accepted: the server answers 101 Switching Protocols with" in out
+    assert "    Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in out
+
+
+@pytest.mark.parametrize("change, status, words", [
+    (("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"), "426 Upgrade Required", "version 13"),
+    (("GET", "POST"), "405 Method Not Allowed", "a WebSocket handshake uses GET"),
+    (("Upgrade: websocket", "Upgrade: h2c"), "426 Upgrade Required", "Upgrade: websocket required"),
+    (("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), "400 Bad Request", "must encode 16 bytes"),
+], ids=["version", "method", "upgrade", "short key"])
+def test_a_refused_request_names_the_status(change: tuple[str, str], status: str, words: str) -> None:
+    out = explain(RFC_REQUEST.replace(*change))
+    assert words in out
+    assert f"the server answers {status} and no WebSocket opens" in out
+
+
+def test_a_response_is_checked_against_the_key() -> None:
+    out = explain_handshake(RFC_RESPONSE, key="dGhlIHNhbXBsZSBub25jZQ==")
+    assert "101 Switching Protocols: from the next byte on, both sides speak WebSocket frames" in out
+    assert "s3pPLMBiTxaQ9kYGzzhZRbK+xOo= matches: the client goes on" in out
+    wrong = explain_handshake(RFC_RESPONSE, key="AQIDBAUGBwgJCgsMDQ4PEA==")
+    assert "does NOT match: the client must fail the connection (§4.1)" in wrong
+    assert "give the request's key (--key)" in explain_handshake(RFC_RESPONSE)
+
+
+def test_a_refusal_response() -> None:
+    out = explain("HTTP/1.1 403 Forbidden\nContent-Length: 0\n")
+    assert "not 101: the server refused, and the client fails the connection (§4.1)" in out
+
+
+def test_a_malformed_request_line() -> None:
+    assert "not a valid HTTP/1.1 request" in explain("GET /chat HTTP/1.0\nHost: x\n")
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_command_reads_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "81", "05", "48656c6c6f"]) == 0
+    assert "=> message: text 'Hello'" in capsys.readouterr().out
+
+
+def test_command_reads_a_file_and_options(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "frame.hex").write_text("81 05 48 65\n6c 6c 6f\n")
+    assert main(["explain", "--from", "client", "--file", str(tmp_path / "frame.hex")]) == 0
+    assert "error: client frames must be masked (§5.1)" in capsys.readouterr().out
+
+
+def test_command_reads_standard_input_and_refuses_bad_hex() -> None:
+    ok = subprocess.run([sys.executable, "-m", "common", "explain", "--key", "dGhlIHNhbXBsZSBub25jZQ=="],
+                        input=RFC_RESPONSE, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "matches: the client goes on" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "common", "explain", "81", "zz"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("error: not hex: 'z' (frames are given as hex bytes, such as 81 05 48 65 6c 6c 6f)")
+    assert "Traceback" not in bad.stderr
+
+
+def test_command_refuses_a_missing_file(tmp_path) -> None:
+    assert main(["explain", "--file", str(tmp_path / "nope.txt")]) == 1
+
+
+def test_close_code_enum_and_table_agree() -> None:
+    from common.explain import CLOSE_CODES
+    sendable = {code for code in CloseCode if code not in (1005, 1006, 1015)}
+    assert set(CLOSE_CODES) == sendable
