@@ -127,7 +127,9 @@ def explain_frames(data: bytes, *, side: str | None = None, deflate: bool = Fals
             )
         frame = rest[: header.size + header.length]
         out.append(f"frame {number}: {_summary(header)}, {len(frame)} bytes, from the {side}")
-        out += _fields(header, frame, deflate)
+        # A continuation's payload is shown as what its message is: text or binary.
+        kind = receiver.opcode if header.opcode == Opcode.CONT and receiver.opcode is not None else header.opcode
+        out += _fields(header, frame, deflate, kind)
         inflated.clear()
         if not _received(receiver, frame, header, deflate, inflated, out):
             if len(frame) < len(rest):
@@ -177,7 +179,7 @@ def _hex(data: bytes) -> str:
     return f"{data[:SHOWN // 2].hex(' ')} ... {data[-8:].hex(' ')}"
 
 
-def _fields(header: FrameHeader, frame: bytes, deflate: bool) -> list[str]:
+def _fields(header: FrameHeader, frame: bytes, deflate: bool, kind: int) -> list[str]:
     """Every field of the frame, bits first, then the payload as far as it is here."""
     lines = _first_byte(header, frame[0], deflate) + _second_byte(header, frame[1])
     offset = 2
@@ -190,7 +192,7 @@ def _fields(header: FrameHeader, frame: bytes, deflate: bool) -> list[str]:
         lines.append(f"  bytes {offset}-{offset + 3}  {header.mask_key.hex(' ')}  masking key: a fresh random"
                      " key per frame (§5.3)")
         offset += 4
-    return lines + _payload(header, frame[offset:], offset, deflate)
+    return lines + _payload(header, frame[offset:], offset, deflate, kind)
 
 
 def _first_byte(header: FrameHeader, b0: int, deflate: bool) -> list[str]:
@@ -221,7 +223,7 @@ def _second_byte(header: FrameHeader, b1: int) -> list[str]:
     ]
 
 
-def _payload(header: FrameHeader, payload: bytes, offset: int, deflate: bool) -> list[str]:
+def _payload(header: FrameHeader, payload: bytes, offset: int, deflate: bool, kind: int) -> list[str]:
     if header.length == 0:
         return ["  no payload"]
     where = f"bytes {offset}-{offset + header.length - 1}"
@@ -235,7 +237,7 @@ def _payload(header: FrameHeader, payload: bytes, offset: int, deflate: bool) ->
         lines.append(f"    unmasked: {_hex(payload)}  (byte i XOR key[i mod 4], §5.3)")
     if header.rsv1 and deflate:
         return lines  # what it inflates to follows, from the receiver
-    return lines + _payload_lines("payload", payload, header.opcode, "")
+    return lines + _payload_lines("payload", payload, kind, "")
 
 
 def _length_meaning(header: FrameHeader, field: int) -> str:

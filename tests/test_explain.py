@@ -63,6 +63,12 @@ def test_rfc_fragmented_hello() -> None:
     assert "=> message: text 'Hello' (5 bytes)" in second
 
 
+def test_a_continuation_is_shown_as_its_message() -> None:
+    out = frames("02 02 48 65 80 03 6c 6c 6f")  # binary "He" + "llo": bytes, though they decode
+    assert out.count("2 bytes of binary data") == 1 and "3 bytes of binary data" in out
+    assert "as text" not in out and "=> message: binary, 5 bytes" in out
+
+
 @pytest.mark.parametrize("text, kind, masked", [
     ("89 05 48 65 6c 6c 6f", "ping", False),
     ("8a 85 37 fa 21 3d 7f 9f 4d 51 58", "pong", True),
