@@ -176,17 +176,23 @@ def test_echo_verbose_shows_frames_and_no_asyncio_noise(position: str) -> None:
     assert "Traceback" not in server.stderr
 
 
-def test_echo_vv_shows_the_handshake_and_frame_bytes_that_explain_reads() -> None:
-    """echo -vv: the request and status lines, every header, and each frame's bytes in hex, which
-    ``explain`` turns back into the message; the close handshake and the end of TCP in words."""
-    with echo_server("echo", "-vv") as (server, url):
+def echo_session_log(verbose: str) -> str:
+    """What `echo` with -v or -vv logs while the client sends "hello" and leaves, until Ctrl+C."""
+    with echo_server("echo", verbose) as (server, url):
         with running("client", url) as client:
             client.write("hello\n")
             assert client.finish() == 0, client.stderr
         server.wait_for("= connection is CLOSED")
         server.proc.send_signal(signal.SIGINT)
         assert server.finish() == 0
-    log = [line.split(" ", 3)[-1] for line in server.stderr.splitlines()]  # after the time and the peer
+    return server.stderr
+
+
+def test_echo_vv_shows_the_handshake_and_frame_bytes_that_explain_reads() -> None:
+    """echo -vv: the request and status lines, every header, and each frame's bytes in hex, which
+    ``explain`` turns back into the message; the close handshake and the end of TCP in words."""
+    stderr = echo_session_log("-vv")
+    log = [line.split(" ", 3)[-1] for line in stderr.splitlines()]  # after the time and the peer
     assert any(line.startswith("< GET / HTTP/1.1") for line in log)
     assert any(line.startswith("> HTTP/1.1 101 Switching Protocols") for line in log)
     assert any(line.strip().startswith("Sec-WebSocket-Key: ") for line in log)
@@ -203,15 +209,9 @@ def test_echo_vv_shows_the_handshake_and_frame_bytes_that_explain_reads() -> Non
 
 def test_echo_v_shows_no_frame_bytes() -> None:
     """-v is the wire view without the bytes: frame lines, no hex lines, no headers."""
-    with echo_server("echo", "-v") as (server, url):
-        with running("client", url) as client:
-            client.write("hello\n")
-            assert client.finish() == 0, client.stderr
-        server.wait_for("= connection is CLOSED")
-        server.proc.send_signal(signal.SIGINT)
-        assert server.finish() == 0
-    assert "< GET / HTTP/1.1" in server.stderr and "< TEXT 'hello'" in server.stderr
-    assert " frame 81" not in server.stderr and "Sec-WebSocket-Key" not in server.stderr
+    stderr = echo_session_log("-v")
+    assert "< GET / HTTP/1.1" in stderr and "< TEXT 'hello'" in stderr
+    assert " frame 81" not in stderr and "Sec-WebSocket-Key" not in stderr
 
 
 def test_echo_without_verbose_logs_no_frames() -> None:
