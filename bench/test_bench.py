@@ -168,3 +168,79 @@ def test_servers_of_a_repetition_get_environments_of_one_size(tmp_path):
     here, there = run.SERVERS["common"], run.SERVERS["common"].at("/a/much/longer/path/to/another/checkout")
     assert size(here, 100) == size(there, 100) == size(run.SERVERS["websockets"], 100)
     assert size(here, 900) - size(here, 100) == 800
+
+
+# --------------------------------------------------------------------------- bench/instructions.py
+
+import shutil  # noqa: E402
+
+import instructions  # noqa: E402
+
+CALLGRIND_DUMP = """\
+# callgrind format
+version: 1
+creator: callgrind-3.19.0
+pid: 4242
+cmd:  /usr/bin/python3.11 bench/servers/common_echo.py 0
+part: 1
+
+desc: I1 cache:
+timeframe (BB): 123456789
+positions: line
+events: Ir
+summary: 881636
+
+fn=(1) main
+16 40
+totals: 881636
+"""
+
+
+def test_callgrind_total_reads_the_totals_line_of_a_dump():
+    assert instructions.callgrind_total(CALLGRIND_DUMP) == 881636
+    assert instructions.callgrind_total(CALLGRIND_DUMP.replace("summary: 881636\n", "")) == 881636
+
+
+def test_callgrind_total_falls_back_to_summary_and_picks_the_event():
+    assert instructions.callgrind_total("events: Ir\nsummary: 12\n") == 12
+    several = "events: Ir Dr Dw\nfn=(1) f\n3 1 2 3\ntotals: 10 20 30\n"
+    assert instructions.callgrind_total(several) == 10
+    assert instructions.callgrind_total(several, "Dw") == 30
+    with pytest.raises(ValueError):
+        instructions.callgrind_total("events: Ir\nfn=(1) f\n3 1\n")  # truncated: no total
+    with pytest.raises(ValueError):
+        instructions.callgrind_total(several, "Bc")
+
+
+def test_instructions_table_compares_common_with_its_baseline_and_websockets():
+    opts = instructions.parse_args(["--scenarios", "churn", "--servers", "common,websockets",
+                                    "--baseline", run.REPO])
+    results = instructions.Results()
+    for name, ops, total in (("common", 100, 90_000_000), ("common@base", 200, 200_000_000),
+                             ("websockets", 50, 60_000_000)):
+        results.runs[("churn", name)] = [instructions.Measurement("churn", name, ops, total, 4.0)]
+    rows = {row[1]: row for row in instructions.table_rows(results, opts)[1:]}
+    assert rows["common"][3] == "900,000"
+    assert rows["common"][5] == "0.9000x"         # 900,000 / 1,000,000 per connection
+    assert rows["common"][6] == "0.750x"          # 900,000 / 1,200,000
+    assert rows["websockets"][5:] == ["", ""]
+
+
+def test_instructions_exits_with_status_2_without_valgrind(monkeypatch, capsys):
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
+    assert instructions.main(["--scenarios", "small", "--servers", "common"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "valgrind" in err
+
+
+VALGRIND_MISSING = shutil.which("valgrind") is None or shutil.which("callgrind_control") is None
+
+
+@pytest.mark.skipif(VALGRIND_MISSING, reason="valgrind (with callgrind_control) is not installed")
+def test_instructions_end_to_end_counts_instructions_per_round_trip(tmp_path):
+    opts = instructions.parse_args(["--scenarios", "small", "--servers", "common",
+                                    "--warmup", "0.2", "--duration", "0.3"])
+    m = instructions.measure("small", run.SERVERS["common"], opts, str(tmp_path / "small"))
+    assert run.ServerProcess.running == []
+    assert m.ops > 0
+    assert 10_000 < m.per_op < 10_000_000  # ~120,000 for common/ on Python 3.11
