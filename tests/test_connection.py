@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 
 import pytest
@@ -549,3 +550,37 @@ def test_every_wire_view_line_names_its_connection(caplog):
     assert sorted(line.split(" ")[0] for line in server_side if line.split(" ")[0] in names) == sorted(names)
     frame_lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert frame_lines and all(line.split(" ", 2)[1] in "<>=!%" for line in frame_lines), frame_lines[:5]
+
+
+# The check runs in fresh interpreters: this one has long imported everything.
+MMAPPED_BLOCKS_FOR_A_READ_BUFFER = """
+import ctypes, sys
+if sys.argv[1] == "import":
+    import common.connection
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+before = libc.mallinfo2().hblks
+buffer = bytes(262144)          # what asyncio allocates for every read
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+def test_read_buffers_come_from_the_heap_once_connection_is_imported():
+    """On glibc, asyncio's 256 KiB read buffer is mmapped (a system call or three per read) until
+    common.connection raises malloc's threshold at import; after it, no read maps memory."""
+    import ctypes
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc 2.33 or later: no mallinfo2() to count mapped blocks")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def mapped(mode):
+        result = subprocess.run([sys.executable, "-c", MMAPPED_BLOCKS_FOR_A_READ_BUFFER, mode], cwd=root,
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout)
+
+    assert mapped("plain") == 1         # the cost this avoids: one mapped block per read buffer
+    assert mapped("import") == 0
