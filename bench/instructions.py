@@ -1,4 +1,4 @@
-"""Instructions per operation: a before/after comparison of the benchmark servers that code layout cannot move.
+"""Instructions per operation: a before/after comparison of the benchmark servers' own work.
 
     python3 bench/instructions.py [--baseline DIR] [--scenarios small,pipelined,large,broadcast,churn]
                                   [--servers common,common+deflate,websockets] [--duration S]
@@ -7,18 +7,20 @@
 Why
 ---
 bench/run.py measures time: wall-clock throughput and the server's CPU time per operation.
-On the 2-core VM of bench/README.md those figures move by up to 20 % for reasons that have
-nothing to do with the code: where the interpreter's hot code and stack land (the code and
-stack layout) changes how well the caches and branch predictors fit it.  Two commits that
-differ only in a function that churn never calls measured 198 vs 247 us of server CPU per
-connection, yet callgrind counts 881,636 vs 880,543 instructions per connection for them:
-the same work.  run.py samples many layouts (random environment sizes) to average that
-luck out; this script side-steps it: it counts the CPU instructions the server process
-executes per operation, which are the same from run to run and from layout to layout.
-
-An instruction count is not a time (a cache miss costs more than an add), so it complements
-run.py rather than replaces it: it says whether a change made the server do more or less
+On the 2-core VM of bench/README.md those figures move by several percent from run to run,
+and once moved by 20 % between two commits that differ only in a function that churn never
+calls (198 vs 247 us of server CPU per connection), while callgrind counted 881,636 vs
+880,543 instructions per connection: the same work in the interpreter.  The difference was
+in the kernel: one build's process had never raised glibc's mmap threshold, so each 256 KiB
+asyncio read buffer cost mmap, mremap and munmap (common/connection.py now raises it).
+This script counts the CPU instructions the server process executes per operation, which
+are the same from run to run: it says whether a change made the server do more or less
 work, to a fraction of a percent, far below what time measurements on this VM resolve.
+
+What it does not see: callgrind counts user-space instructions only, so system calls and
+page faults are invisible to it (compare them with ``strace -c -p PID``), and an
+instruction is not a time (a cache miss costs more than an add).  It complements run.py
+rather than replaces it.
 
 Method
 ------

@@ -45,10 +45,10 @@ Fairness and honesty:
     process on the machine used meanwhile (in cores): on a shared 2-core machine that is
     the main source of noise, and large bg values mean the numbers deserve less trust.
   * Every repetition starts each server afresh, with its environment padded to a random
-    size that all servers of the repetition share: where the stack lands moves timings by
-    up to 20 % on the machine the figures come from, for reasons that have nothing to do
-    with the code (see LAYOUT_PADDING), so the repetitions sample layouts rather than keep
-    one.  A fresh process also keeps one repetition's leftover memory out of the next.
+    size that all servers of the repetition share: what a process allocated before it
+    serves has moved timings by 20 % and more on the machine the figures come from (see
+    LAYOUT_PADDING), so the repetitions sample environments rather than keep one.  A
+    fresh process also keeps one repetition's leftover memory out of the next.
   * --pin pins the server to CPU 0 and the generator to CPU 1 (off by default: on a
     machine shared with other work, pinning can leave a process stuck behind a busy CPU).
   * --baseline DIR also runs common/ as it is in another checkout (``git worktree add DIR
@@ -94,13 +94,15 @@ class ServerSpec:
 
 
 # Every repetition starts each server afresh, its environment padded by a random 0 to
-# LAYOUT_PADDING bytes (the same for every server of the repetition). The environment's
-# size moves the stack and so the alignment of what the interpreter touches most: on the
-# 2-core VM of bench/README.md, one server's CPU per connection in churn went from 198 to
-# 247 us with 2,100 bytes more of environment, and a change to a function churn never
-# calls made it 20 % slower at one size and no slower at another, for the same
-# instruction count (callgrind). A fixed environment measures one layout's luck; random
-# ones measure the code.
+# LAYOUT_PADDING bytes (the same for every server of the repetition). What a process
+# allocates and frees before it serves can change its costs for good: here, glibc's
+# malloc maps every 256 KiB asyncio read buffer with mmap until something has freed a
+# block larger than that, and the environment's size was enough to decide it (one
+# server's CPU per churn connection went from 198 to 247 us with 2,100 more bytes of
+# environment; a change to a function churn never calls made it 20 % slower, with the
+# same instruction count under callgrind, which does not see the system calls).
+# common/connection.py now settles that one; repetitions still sample environments, so
+# that a fixed one cannot hide the next effect of the kind.
 LAYOUT_PADDING = 4096
 
 SERVERS = {
@@ -181,7 +183,7 @@ class ServerProcess:
 
     def _environment(self):
         """Ours, plus which common/ to import, padded to the same size for every server of a
-        repetition: the environment's size moves the stack, and with it the timings (see LAYOUT_PADDING)."""
+        repetition: the environment's size changes what the process allocates first (see LAYOUT_PADDING)."""
         env = dict(os.environ)
         root = env["BENCH_COMMON_ROOT"] = self.spec.common_root or REPO
         env["BENCH_LAYOUT"] = "x" * (self.padding + LAYOUT_PADDING - len(root))
@@ -301,9 +303,9 @@ def order_for_rep(names, rep):
 
 def run_scenario(scenario, servers, opts, results, log_dir):
     names = [s for s in servers_of(scenario, opts) if s in servers and s not in results.skipped]
-    layouts = random.Random(f"{opts.seed}-{scenario.name}")
+    paddings = random.Random(f"{opts.seed}-{scenario.name}")
     for rep in range(opts.reps):
-        padding = layouts.randrange(LAYOUT_PADDING)  # one layout per repetition, shared by its servers
+        padding = paddings.randrange(LAYOUT_PADDING)  # one per repetition, shared by its servers
         for name in order_for_rep(names, rep):
             if name in results.skipped:
                 continue
@@ -514,8 +516,8 @@ def parse_args(argv=None):
     p.add_argument("--clients", type=int, default=1000, help="broadcast: clients (default 1000)")
     p.add_argument("--json", metavar="PATH", help="also save every measurement and the summary as JSON")
     p.add_argument("--pin", action="store_true", help="pin the server to CPU 0 and the generator to CPU 1")
-    p.add_argument("--seed", default="layouts", help="seed of the random environment paddings (default: fixed,"
-                   " so that two runs sample the same layouts)")
+    p.add_argument("--seed", default="paddings", help="seed of the random environment paddings (default: fixed,"
+                   " so that two runs sample the same ones)")
     p.add_argument("--baseline", metavar="DIR",
                    help="also measure the common/ of another checkout (say a git worktree of an older"
                         " commit) as common@base, interleaved with the rest: before and after in one run")
