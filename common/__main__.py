@@ -31,6 +31,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Awaitable
 
 from . import CloseCode, ConnectionClosed, InvalidHandshake, ServerConnection, connect, serve
 from .connection import wire_view
@@ -56,11 +57,16 @@ async def run_echo(host: str, port: int, max_size: int, subprotocols: list[str])
 async def _wait_for_stop_signal() -> None:
     """Return on SIGINT or SIGTERM, so that the server closes cleanly."""
     loop = asyncio.get_running_loop()
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        # A second Ctrl+C during shutdown must not set the result twice.
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, _set_once, stop)
     await stop
+
+
+def _set_once(stop: asyncio.Future[None]) -> None:
+    # A second Ctrl+C during shutdown must not set the result twice.
+    if not stop.done():
+        stop.set_result(None)
 
 
 def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
@@ -101,9 +107,9 @@ async def run_client(uri: str) -> int:
     return 0
 
 
-async def _first(get_line: object, receiver: asyncio.Task[None]) -> str | None:
+async def _first(get_line: Awaitable[str | None], receiver: asyncio.Task[None]) -> str | None:
     """The next typed line; None when the input or the connection ends."""
-    getter = asyncio.ensure_future(get_line)  # type: ignore[arg-type]
+    getter = asyncio.ensure_future(get_line)
     done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
     if getter in done:
         return getter.result()

@@ -53,7 +53,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: Headers) -> bytes:
     bounds the wait.
     """
     try:
-        length = int(headers.get("Content-Length", "0"))
+        length = int(headers.get("Content-Length") or "0")
     except ValueError:
         return b""
     if not 0 < length <= 65536:

@@ -34,7 +34,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from .exceptions import ConnectionClosedOK, ProtocolError
 from .frames import Close, CloseCode, Opcode, apply_mask, is_valid_close_code
@@ -144,7 +144,8 @@ class Connection:
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.transport = writer.transport
+        # A socket stream's transport reads as well as writes (pause_reading).
+        self.transport = cast(asyncio.Transport, writer.transport)
         self.loop = asyncio.get_running_loop()
         self.max_queue = max_queue
         self.ping_interval = ping_interval

@@ -304,7 +304,7 @@ def server_negotiate(
             local_no_context_takeover=answer.server_no_context_takeover,
             remote_no_context_takeover=answer.client_no_context_takeover,
             local_max_window_bits=server_bits or server_max_window_bits or 15,
-            remote_max_window_bits=client_bits or 15,  # type: ignore[arg-type]
+            remote_max_window_bits=client_bits or 15,
         )
         return str(answer), extension
     return None
@@ -329,7 +329,7 @@ def client_offer(
     """
     _check_bits("server_max_window_bits", server_max_window_bits)
     if client_max_window_bits is not True:
-        _check_bits("client_max_window_bits", client_max_window_bits)  # type: ignore[arg-type]
+        _check_bits("client_max_window_bits", client_max_window_bits)
     return str(
         Params(
             server_no_context_takeover=server_no_context_takeover,
@@ -394,7 +394,7 @@ def client_accept(
     return PerMessageDeflate(
         local_no_context_takeover=client_no_context_takeover or answer.client_no_context_takeover,
         remote_no_context_takeover=answer.server_no_context_takeover,
-        local_max_window_bits=client_bits or 15,  # type: ignore[arg-type]
+        local_max_window_bits=client_bits or 15,
         remote_max_window_bits=server_bits or 15,
     )
 

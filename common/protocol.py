@@ -36,7 +36,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
-from typing import Union
+from typing import Union, cast
 
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidPayload, PayloadTooBig, ProtocolError
 from .frames import Close, CloseCode, apply_mask, encode_frame_parts, encode_header
@@ -130,7 +130,7 @@ class Receiver:
         # yet, see _add) and its size in bytes, which max_size bounds.
         self.opcode: int | None = None
         self.compressed = False
-        self.parts: list[str | bytes] = []
+        self.parts: list[str | bytes | bytearray] = []
         self.small = bytearray()
         self.size = 0
         self.decoder: codecs.IncrementalDecoder | None = None
@@ -376,14 +376,15 @@ class Receiver:
         if fin:
             parts = self.parts
             small = self.small
+            message: str | bytes
             if opcode == _TEXT:
                 if small:
                     parts.append(small.decode())  # validated by _add already
-                message: str | bytes = "".join(parts)
+                message = "".join(cast("list[str]", parts))
             else:
                 if small:
                     parts.append(small)
-                message = b"".join(parts)
+                message = b"".join(cast("list[bytes | bytearray]", parts))
             events.append((opcode, message))
             self.room -= 1
             self.opcode = None

@@ -188,7 +188,7 @@ def lan_addresses() -> list[str]:
         infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
     except OSError:
         return []
-    return sorted({info[4][0] for info in infos if not info[4][0].startswith("127.")})
+    return sorted({str(info[4][0]) for info in infos if not str(info[4][0]).startswith("127.")})
 
 
 def announce(server: Any, args: Args, page: Path | None) -> None:

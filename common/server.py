@@ -363,7 +363,7 @@ def local_names(extra: Iterable[str] = ()) -> frozenset[str]:
     """
     names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), *extra}
     with contextlib.suppress(OSError):
-        names.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+        names.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
     return frozenset(map(_normal_host, names))
 
 
