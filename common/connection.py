@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Union, cast
 
 from .exceptions import ConnectionClosedOK, ProtocolError
-from .frames import Close, CloseCode, Opcode, apply_mask, is_valid_close_code
+from .frames import Close, CloseCode, Opcode, is_valid_close_code
 from .http11 import Headers, parse_request
 from .protocol import Extension, Ping, Pong, Protocol, State, check_control_payload
 
@@ -93,14 +93,12 @@ def _describe(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
     return f"{name} {body} [{len(payload)} bytes{flags}]"
 
 
-def _wire_hex(header: bytes, payload: bytes, compressed: bool, size: int) -> str:
+def _wire_hex(wire: bytes, size: int) -> str:
     """A frame as it was on the wire, in hex (``-vv``): all of it when its payload
     is short, else its header; either is ready for ``python3 -m common explain``."""
-    if compressed or size > 125:
-        return f"header {header.hex(' ')} (then {size} payload bytes)"
-    if header[1] & 0x80:  # masking is its own inverse: this gives back the bytes sent
-        payload = apply_mask(payload, header[-4:])
-    return f"frame {(header + payload).hex(' ')}"
+    if size > 125:
+        return f"header {wire.hex(' ')} (then {size} payload bytes)"
+    return f"frame {wire.hex(' ')}"
 
 
 class Connection:
@@ -711,16 +709,16 @@ class Connection:
 
     # ----------------------------------------------------------------- helpers
 
-    def _log_frame_in(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int, header: bytes) -> None:
+    def _log_frame_in(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int, wire: bytes) -> None:
         # For a compressed frame, payload is inflated and size is on the wire.
         logger.debug("%s < %s", self.peer, _describe(opcode, payload, fin, rsv1, size))
         if logger.isEnabledFor(HEADER_BYTES):
-            logger.log(HEADER_BYTES, "%s     %s", self.peer, _wire_hex(header, payload, rsv1, size))
+            logger.log(HEADER_BYTES, "%s     %s", self.peer, _wire_hex(wire, size))
 
-    def _log_frame_out(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int, header: bytes) -> None:
+    def _log_frame_out(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int, wire: bytes) -> None:
         logger.debug("%s > %s", self.peer, _describe(opcode, payload, fin, rsv1, size))
         if logger.isEnabledFor(HEADER_BYTES):
-            logger.log(HEADER_BYTES, "%s     %s", self.peer, _wire_hex(header, payload, rsv1, size))
+            logger.log(HEADER_BYTES, "%s     %s", self.peer, _wire_hex(wire, size))
 
     def _log_tcp_end(self) -> None:
         """Who closed TCP first: this side (the transport is closing), or the peer (its FIN came)."""

@@ -123,7 +123,7 @@ def explain_frames(data: bytes, *, side: str | None = None, deflate: bool = Fals
             receiver = Receiver(
                 expect_masked=side == "client",
                 extension=PerMessageDeflate() if deflate else None,
-                log=lambda opcode, fin, compressed, payload, size, header: inflated.append(payload),
+                log=lambda opcode, fin, compressed, payload, size, wire: inflated.append(payload),
             )
         frame = rest[: header.size + header.length]
         out.append(f"frame {number}: {_summary(header)}, {len(frame)} bytes, from the {side}")

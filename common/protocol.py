@@ -100,15 +100,16 @@ class Receiver:
     fail it when a server frame is masked (§5.1). ``max_size`` bounds a whole
     message (None: no bound); ``extension`` undoes permessage-deflate;
     ``log``, when given, is called with every complete frame (the wire view):
-    ``log(opcode, fin, compressed, payload, size, header)``, where ``size`` is
-    the payload's size on the wire and ``header`` the header's bytes (masking
-    key included); a compressed frame is logged once inflated, ``payload``
+    ``log(opcode, fin, compressed, payload, size, wire)``, where ``size`` is
+    the payload's size on the wire and ``wire`` the frame's bytes as they
+    came (masked, compressed): all of them when ``size`` is at most 125, else
+    the header alone; a compressed frame is logged once inflated, ``payload``
     being what it inflated to.
     """
 
     __slots__ = (
         "expect_masked", "log", "max_size", "extension", "buffer", "opcode", "compressed",
-        "parts", "small", "size", "decoder", "partial_done", "done", "unparsed", "room", "controls", "header",
+        "parts", "small", "size", "decoder", "partial_done", "done", "unparsed", "room", "controls", "wire",
     )
 
     def __init__(
@@ -144,7 +145,7 @@ class Receiver:
         self.unparsed = 0  # see pending
         #: How many of the last feed()'s events are not messages (control frames, an error).
         self.controls = 0
-        self.header = b""  # the last frame's header, kept only for log
+        self.wire = b""  # the last frame as it came, kept only for log
 
     @property
     def pending(self) -> int:
@@ -249,9 +250,9 @@ class Receiver:
                     payload = bytes(view[start:end])
         fin = b0 & 0x80
         if self.log is not None:
-            self.header = bytes(buf[pos:start])
+            self.wire = bytes(buf[pos : end if length <= 125 else start])
             if not (b0 & 0x40 or (opcode == _CONT and self.compressed)):  # compressed frames: once inflated
-                self.log(opcode, bool(fin), False, payload, length, self.header)
+                self.log(opcode, bool(fin), False, payload, length, self.wire)
         if opcode >= _CLOSE:
             self._control(opcode, payload, events)
         else:
@@ -370,7 +371,7 @@ class Receiver:
             size = len(payload)
             payload = self.extension.decode(payload, bool(fin), remaining)
             if self.log is not None:
-                self.log(wire_opcode, bool(fin), True, payload, size, self.header)
+                self.log(wire_opcode, bool(fin), True, payload, size, self.wire)
         self.size += len(payload)
         self._add(payload[partial:], final=bool(fin))
         if fin:
@@ -502,9 +503,10 @@ class Protocol:
     unmasked frames, a server the opposite (§5.1, §5.3). ``max_size`` bounds
     an incoming message; ``extension`` is the negotiated permessage-deflate,
     if any. ``log_in`` and ``log_out``, when given, see every frame received
-    and sent (the wire view): ``log(opcode, fin, rsv1, payload, size, header)``,
-    ``payload`` uncompressed, ``size`` its bytes on the wire and ``header``
-    the frame's header as sent or received, masking key included.
+    and sent (the wire view): ``log(opcode, fin, rsv1, payload, size, wire)``,
+    ``payload`` uncompressed, ``size`` its bytes on the wire and ``wire`` the
+    frame as sent or received (all of it up to 125 bytes of payload, else its
+    header), for ``python3 -m common explain``.
 
     Receiving: :meth:`receive_data` parses and returns events; a ping is
     answered at once (the pong waits in :meth:`data_to_send`); the peer's close
@@ -732,7 +734,7 @@ class Protocol:
         else:  # unmasked: the header is all there is to make
             header = encode_header(opcode, size, fin, rsv1)
         if self.log_out is not None:
-            self.log_out(opcode, fin, rsv1, shown, size, header)
+            self.log_out(opcode, fin, rsv1, shown, size, header + payload if size <= 125 else header)
         if len(payload) <= _JOIN_LIMIT:
             return [header + payload]
         return [header, payload]

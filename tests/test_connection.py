@@ -584,3 +584,29 @@ def test_read_buffers_come_from_the_heap_once_connection_is_imported():
 
     assert mapped("plain") == 1         # the cost this avoids: one mapped block per read buffer
     assert mapped("import") == 0
+
+
+def test_vv_logs_compressed_and_masked_frames_as_they_were_on_the_wire(caplog):
+    """-vv (HEADER_BYTES): a short frame's bytes as they came, compressed and masked, which explain
+    --deflate reads back; a long one's header and its payload's size."""
+    from common.connection import HEADER_BYTES
+    from common.explain import explain
+
+    async def scenario():
+        async with serving() as server:
+            async with connect(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/") as ws:
+                await ws.send("compress me " * 30)              # 360 bytes: compressed to a few dozen
+                await ws.recv()
+                await ws.send(os.urandom(300))                  # random: too long even compressed
+                await ws.recv()
+
+    with caplog.at_level(HEADER_BYTES, logger="common"):
+        run(scenario())
+    # "PEER     frame 81 05 ..." or "PEER     header 82 7e 01 2c (then 300 payload bytes)"
+    lines = [record.getMessage().split(" ", 1)[1].strip() for record in caplog.records
+             if record.levelno == HEADER_BYTES and record.getMessage().split()[1] in ("frame", "header")]
+    masked = [line for line in lines if line.startswith("frame c1 ") and int(line.split()[2], 16) & 0x80]
+    explained = explain(masked[0].removeprefix("frame "), deflate=True)     # RSV1 and MASK: the client's
+    assert "from the client" in explained and "=> message: text 'compress me compress me" in explained
+    assert "(360 bytes)" in explained
+    assert any(line.startswith("header ") and line.endswith("payload bytes)") for line in lines)

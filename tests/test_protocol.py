@@ -215,14 +215,15 @@ def test_text_frame_received_in_pieces_decodes_once_and_whole():
 
 
 def test_wire_view_log_sees_every_frame():
-    """The log hook gets opcode, FIN, RSV1, the unmasked payload, its size and the header of each frame."""
+    """The log hook gets opcode, FIN, RSV1, the unmasked payload, its size and the frame's bytes:
+    all of them up to 125 bytes of payload, else the header."""
     seen = []
     receiver = server_receiver(log=lambda *args: seen.append(args))
     first, second = frame(Opcode.TEXT, b"a", fin=False), frame(Opcode.CONT, b"b" * 200)
     receiver.feed(first + second)
     assert seen == [
-        (Opcode.TEXT, False, False, b"a", 1, first[:6]),      # 2 bytes, then the masking key
-        (Opcode.CONT, True, False, b"b" * 200, 200, second[:8]),  # 16-bit length
+        (Opcode.TEXT, False, False, b"a", 1, first),           # as it came: masked
+        (Opcode.CONT, True, False, b"b" * 200, 200, second[:8]),  # the header: 16-bit length and key
     ]
 
 
