@@ -266,6 +266,18 @@ class CallgrindServer(run.ServerProcess):
 
 # --------------------------------------------------------------------------- the generator
 
+def run_for(sel: selectors.BaseSelector, seconds: float, check: Callable[[float], object]) -> None:
+    """Serve the generator's sockets for `seconds`, calling `check(now)` every 0.5 s (stall checks)."""
+    now = time.monotonic()
+    end, next_check = now + seconds, now + 0.5
+    while now < end:
+        loadgen.loop_once(sel, min(0.1, end - now))
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + 0.5
+            check(now)
+
+
 def echo_phase(conns: list[loadgen.EchoConn], sel: selectors.BaseSelector, seconds: float) -> int:
     """Keep every connection's messages in flight for `seconds`, then wait for every echo.
 
@@ -281,15 +293,7 @@ def echo_phase(conns: list[loadgen.EchoConn], sel: selectors.BaseSelector, secon
             c.start()  # also checks any bytes that came with the handshake response
         else:
             c.send_next(c.inflight)
-    end = now + seconds
-    next_check = now + 0.5
-    while now < end:
-        loadgen.loop_once(sel, min(0.1, end - now))
-        now = time.monotonic()
-        if now >= next_check:
-            next_check = now + 0.5
-            for c in conns:
-                c.check_progress(now)
+    run_for(sel, seconds, lambda now: [c.check_progress(now) for c in conns])
     for c in conns:
         c.limit = c.sent
     while not all(c.idle() for c in conns):
@@ -325,15 +329,7 @@ def churn_phase(port: int, seconds: float, parallel: int) -> int:
     sel = selectors.DefaultSelector()
     stats = {"done": 0}
     clients = [loadgen.ChurnClient(port, sel, stats) for _ in range(parallel)]
-    now = time.monotonic()
-    end, next_check = now + seconds, now + 0.5
-    while now < end:
-        loadgen.loop_once(sel, min(0.1, end - now))
-        now = time.monotonic()
-        if now >= next_check:
-            next_check = now + 0.5
-            for c in clients:
-                c.check_stuck(now)
+    run_for(sel, seconds, lambda now: [c.check_stuck(now) for c in clients])
     for c in clients:
         c.active = False
     while sel.get_map():
@@ -496,16 +492,7 @@ def table_rows(results: Results, opts: argparse.Namespace) -> list[list[str]]:
 
 
 def print_table(results: Results, opts: argparse.Namespace) -> None:
-    rows = table_rows(results, opts)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    numeric = {2, 3, 4, 5, 6}
-    print()
-    for i, row in enumerate(rows):
-        cells = [c.rjust(w) if j in numeric else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))]
-        print("  ".join(cells).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    print()
+    run.print_aligned(table_rows(results, opts), numeric={2, 3, 4, 5, 6})
     print("instructions/op = instructions the server process executed (callgrind, event Ir) per operation"
           " of the counted phase" + (", median of the repetitions; spread = (max-min)/2 relative to it" if opts.reps > 1
                                      else "") + ";")

@@ -450,6 +450,18 @@ def target_status(scenario, name, base, ratio):
     return f"{sign}{scenario.target:g}x {'ok' if met else 'MISS'}"
 
 
+def print_aligned(table, numeric):
+    """Print rows of cells as columns, the first row as a header; ``numeric`` columns align right."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    print()
+    for i, row in enumerate(table):
+        cells = [c.rjust(w) if j in numeric else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+
+
 def print_table(rows, results):
     header = ["scenario", "server", "median", "unit", "spread", "ratio", "vs", "target",
               "gen CPU", "srv CPU", "srv us/op", "cpu ratio", "bg"]
@@ -464,15 +476,7 @@ def print_table(rows, results):
             fmt_cores(r["bg_cpu"]),
         ])
         last = r["scenario"]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    numeric = {2, 4, 5, 8, 9, 10, 11, 12}
-    print()
-    for i, row in enumerate(table):
-        cells = [c.rjust(w) if j in numeric else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))]
-        print("  ".join(cells).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    print()
+    print_aligned(table, numeric={2, 4, 5, 8, 9, 10, 11, 12})
     print("median of the repetitions; spread = (max-min)/2 relative to the median; ratio = median of"
           " same-repetition ratios to the server named in 'vs';")
     print("gen/srv CPU = generator/server CPU time over the window (100% = one core); srv us/op = server CPU"
