@@ -17,9 +17,9 @@ opening handshake as text, and says field by field what they mean
 library's log (the "common" logger) at DEBUG, one line per frame sent (>) or
 received (<), per ping or pong (%), per state change (=) and per error (!);
 the handshake's request and status lines, and the close handshake in words.
--vv adds each frame's header bytes in hex, ready for ``explain``, and the
-handshake's headers. It changes nothing else: asyncio's own debug messages
-stay off.
+-vv adds each frame's bytes in hex (its header alone past 125 bytes of
+payload), ready for ``explain``, and the handshake's headers. It changes
+nothing else: asyncio's own debug messages stay off.
 Ctrl+C stops either command without a traceback (exit status 130 for the client).
 """
 
@@ -140,7 +140,7 @@ def _size(text: str) -> int:
     return size
 
 
-VERBOSE_HELP = 'log every frame, the wire view (the "common" logger at DEBUG); -vv adds their header bytes'
+VERBOSE_HELP = 'log every frame, the wire view (the "common" logger at DEBUG); -vv adds their bytes in hex'
 
 
 def _parser() -> argparse.ArgumentParser:

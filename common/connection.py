@@ -45,8 +45,9 @@ __all__ = ["Connection", "State", "Data", "format_address", "log_handshake", "HE
 
 logger = logging.getLogger("common")
 
-#: The wire view's second level (``-vv``), below DEBUG: every frame's header
-#: bytes in hex, ready for ``python3 -m common explain``.
+#: The wire view's second level (``-vv``), below DEBUG: every frame's bytes in
+#: hex (its header alone past 125 bytes of payload), ready for ``python3 -m
+#: common explain``, and the handshake's headers.
 HEADER_BYTES = 5
 logging.addLevelName(HEADER_BYTES, "HEADER_BYTES")
 
@@ -54,7 +55,8 @@ logging.addLevelName(HEADER_BYTES, "HEADER_BYTES")
 def wire_view(verbosity: int) -> None:
     """Turn the wire view on: 1 (``-v``) logs every frame, the handshake's
     first lines and the close handshake in words; 2 (``-vv``) adds each
-    frame's header bytes and the handshake's headers. Only the "common"
+    frame's bytes (its header alone past 125 bytes of payload) and the
+    handshake's headers. Only the "common"
     logger changes: asyncio's own debug lines stay off."""
     if verbosity > 0:
         logger.setLevel(logging.DEBUG if verbosity == 1 else HEADER_BYTES)
@@ -722,7 +724,7 @@ class Connection:
 
     def _log_tcp_end(self) -> None:
         """Who closed TCP first: this side (the transport is closing), or the peer (its FIN came)."""
-        us, peer = ("client", "server") if self.is_client else ("server", "client")
+        us, peer = self.protocol.sides
         if self.transport.is_closing():
             logger.debug("%s = the %s closed TCP first", self.peer, us)
         elif self.protocol.half_close:

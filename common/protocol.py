@@ -699,9 +699,14 @@ class Protocol:
         kernel send a reset, which can destroy the close frame in flight)."""
         return self.failed and not self.is_client
 
+    @property
+    def sides(self) -> tuple[str, str]:
+        """("client", "server") or ("server", "client"): this side's name, then the peer's."""
+        return ("client", "server") if self.is_client else ("server", "client")
+
     def describe_close(self) -> str:
         """The close handshake in words, for the wire view (§7.1.2-§7.1.5)."""
-        us, peer = ("client", "server") if self.is_client else ("server", "client")
+        us, peer = self.sides
         sent, rcvd = self.close_sent, self.close_rcvd
         if sent is None and rcvd is None:
             return "no close frame either way (1006, abnormal closure)"

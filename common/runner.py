@@ -22,7 +22,7 @@ The pieces:
   ``--host``, ``--port`` (:func:`port`), ``--speed``, ``--log`` (stages that
   log), ``--certfile``/``--keyfile`` and ``-v``. A stage may add its own.
 * :func:`parse` parses them, turns on the wire view for ``-v`` (the logger
-  ``"common"`` at DEBUG, nothing else; ``-vv`` adds each frame's header
+  ``"common"`` at DEBUG, nothing else; ``-vv`` adds each frame's
   bytes: see :func:`common.connection.wire_view`) and loads the certificate into
   ``args.ssl`` (None without ``--certfile``): a bad one exits with 2 and one
   line, ``error: cannot load the certificate ...``.
@@ -126,7 +126,7 @@ def options(doc: str, *, host: str, log: Path | None = None) -> argparse.Argumen
                         help="serve over TLS (wss://) with this PEM certificate; the file may hold the key too")
     parser.add_argument("--keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM), if not in --certfile")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log every frame: the wire view (-vv: with each frame's header bytes)")
+                        help="log every frame: the wire view (-vv: with each frame's bytes in hex)")
     return parser
 
 
