@@ -733,12 +733,14 @@ class Protocol:
     ) -> list[bytes]:
         """Encode one frame (§5.2), masked on the client side (§5.3): one bytes
         object, or header and payload apart when the payload is large."""
-        shown, size = payload if original is None else original, len(payload)
+        plain = payload
         if self.is_client:
             header, payload = encode_frame_parts(opcode, payload, fin, rsv1, True)
         else:  # unmasked: the header is all there is to make
-            header = encode_header(opcode, size, fin, rsv1)
+            header = encode_header(opcode, len(payload), fin, rsv1)
         if self.log_out is not None:
+            size = len(payload)
+            shown = plain if original is None else original
             self.log_out(opcode, fin, rsv1, shown, size, header + payload if size <= 125 else header)
         if len(payload) <= _JOIN_LIMIT:
             return [header + payload]
