@@ -89,7 +89,6 @@ Extension = tuple[str, list[tuple[str, Union[str, None]]]]
 # RFC 7230 §3.2.6: token = 1*tchar; quoted-string with backslash escapes.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _QUOTED = re.compile(r'"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t\x20-\x7e\x80-\xff])*)"')
-_OWS = re.compile(r"[ \t]*")
 
 
 def parse_extensions(values: Iterable[str]) -> list[Extension]:
@@ -126,7 +125,8 @@ def parse_extensions(values: Iterable[str]) -> list[Extension]:
 
         def skip_ows() -> None:
             nonlocal pos
-            pos = _OWS.match(value, pos).end()  # type: ignore[union-attr]
+            while pos < end and value[pos] in " \t":
+                pos += 1
 
         while True:
             # Skip empty elements: "a, , b" and a trailing comma are allowed.
@@ -193,7 +193,8 @@ class Params:
         "without leading zeroes").
         """
         seen: set[str] = set()
-        found: dict[str, bool | int] = {}
+        flags: set[str] = set()
+        bits: dict[str, int | bool] = {}
         for name, value in params:
             key = name.lower()
             if key in seen:
@@ -202,10 +203,10 @@ class Params:
             if key in ("server_no_context_takeover", "client_no_context_takeover"):
                 if value is not None:
                     raise NegotiationError(f"permessage-deflate: {name} takes no value, got {value!r}")
-                found[key] = True
+                flags.add(key)
             elif key == "server_max_window_bits" or key == "client_max_window_bits":
                 if value is None and key == "client_max_window_bits" and offer:
-                    found[key] = True  # §7.1.2.2: "I can limit my window"
+                    bits[key] = True  # §7.1.2.2: "I can limit my window"
                 elif value is None:
                     raise NegotiationError(f"permessage-deflate: {name} needs a value from 8 to 15")
                 elif value not in _WINDOW_BITS:
@@ -213,10 +214,16 @@ class Params:
                         f"permessage-deflate: {name}={value!r} is not a window size from 8 to 15"
                     )
                 else:
-                    found[key] = int(value)
+                    bits[key] = int(value)
             else:
                 raise NegotiationError(f"permessage-deflate: unknown parameter {name!r}")
-        return cls(**found)  # type: ignore[arg-type]
+        server_bits = bits.get("server_max_window_bits")
+        return cls(
+            server_no_context_takeover="server_no_context_takeover" in flags,
+            client_no_context_takeover="client_no_context_takeover" in flags,
+            server_max_window_bits=None if isinstance(server_bits, bool) else server_bits,
+            client_max_window_bits=bits.get("client_max_window_bits"),
+        )
 
     def __str__(self) -> str:
         """The extension as written in a header."""

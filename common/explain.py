@@ -357,11 +357,11 @@ def _explain_response(head: bytes, key: str | None) -> str:
         response = parse_response(head)
     except InvalidHandshake as exc:
         return f"not a valid HTTP/1.1 response: {exc}\n"
-    out = [f"an opening handshake response (RFC 6455 §4.2.2)", f"  HTTP/1.1 {response.status} {response.reason}"]
+    out = ["an opening handshake response (RFC 6455 §4.2.2)", f"  HTTP/1.1 {response.status} {response.reason}"]
     if response.status == 101:
         out.append("    101 Switching Protocols: from the next byte on, both sides speak WebSocket frames")
     else:
-        out.append(f"    not 101: the server refused, and the client fails the connection (§4.1)")
+        out.append("    not 101: the server refused, and the client fails the connection (§4.1)")
     out += _header_lines(response.headers)
     accept = response.headers.get("Sec-WebSocket-Accept")
     if key is not None and accept is not None:

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, TypedDict, Union, Unpack
+from typing import Any, Union, Unpack
 
 from .connection import Connection, format_address, log_handshake
 from .exceptions import ConnectionClosed, InvalidHandshake

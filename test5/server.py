@@ -154,18 +154,6 @@ async def commands(ws: ServerConnection, acquisition: Acquisition, who: str) -> 
         await ws.send(reply)
 
 
-async def send_readings(ws: ServerConnection, acquisition: Acquisition) -> None:
-    """Read this socket's own sensor every period while it is on; push each reading."""
-    sensor = FakeSensor()
-    try:
-        while True:
-            await acquisition.on.wait()     # while off: nothing sampled, nothing sent
-            await ws.send(f"SENSOR,{sensor.read():.3f}")
-            await asyncio.sleep(acquisition.period)
-    except ConnectionClosed:
-        pass  # the client left: stream_data() sees it too and ends
-
-
 async def stream_data(ws: ServerConnection, acquisition: Acquisition) -> None:
     """The data socket: receive the broadcast readings until the client leaves."""
     acquisition.data_clients.add(ws)

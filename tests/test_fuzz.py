@@ -30,10 +30,10 @@ import zlib
 import pytest
 
 from common import deflate, serve
-from common.exceptions import InvalidHandshake, InvalidPayload, PayloadTooBig, ProtocolError
+from common.exceptions import InvalidHandshake, ProtocolError
 from common.frames import Close, encode_frame
 from common.handshake import accept_key, accept_request, accept_response
-from common.http11 import MAX_HEAD, Headers, parse_request, parse_response
+from common.http11 import MAX_HEAD, parse_request, parse_response
 from common.protocol import Receiver
 
 SEED = 20240611

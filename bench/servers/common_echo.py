@@ -24,7 +24,6 @@ except ImportError as exc:
 
 
 async def main(port, deflate):
-    server = None
 
     async def handler(ws):
         try:

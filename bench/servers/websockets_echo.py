@@ -34,7 +34,6 @@ except ImportError:
 
 
 async def main(port, deflate):
-    server = None
 
     async def handler(ws):
         try:
