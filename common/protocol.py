@@ -261,8 +261,12 @@ class Receiver:
 
     def _check_header(self, b0: int, opcode: int, length: int, masked: int) -> None:
         """Reject a bad frame as soon as its header is known (§5.2, §5.4, §5.5)."""
-        if b0 & 0x30 or (b0 & 0x40 and (self.extension is None or opcode >= _CLOSE)):
+        if b0 & 0x30 or (b0 & 0x40 and self.extension is None):
             raise ProtocolError("reserved bits set without a negotiated extension (§5.2)")
+        if b0 & 0x40 and opcode >= _CLOSE:
+            raise ProtocolError(
+                "reserved bits set on a control frame: control frames cannot be compressed (RFC 7692 §6.1)"
+            )
         if bool(masked) != self.expect_masked:
             if self.expect_masked:
                 raise ProtocolError("client frames must be masked (§5.1)")

@@ -261,3 +261,17 @@ def test_large_payloads_come_apart_from_their_header() -> None:
     header, body = server.send_message(payload)
     assert header == bytes.fromhex("82 7f 00 00 00 00 00 01 00 00") and body == payload
     assert Protocol(is_client=True).receive_data(header + body) == [payload]
+
+
+@pytest.mark.parametrize("opcode", [0x9, 0x8], ids=["ping", "close"])
+def test_a_compressed_control_frame_is_refused_for_what_it_is(opcode: int) -> None:
+    """RFC 7692 §6.1: RSV1 on a ping or a close, with deflate agreed, fails with 1002 and says why."""
+    client = Protocol(is_client=True, extension=deflate.PerMessageDeflate())
+    server = Protocol(is_client=False, extension=deflate.PerMessageDeflate())
+    [error] = server.receive_data(mask(bytes((0xC0 | opcode, 0))))
+    assert isinstance(error, ProtocolError) and error.code == 1002
+    [closing] = client.receive_data(b"".join(server.fail(error.code, str(error))))
+    assert isinstance(closing, Close) and closing.code == 1002
+    assert closing.reason == (
+        "reserved bits set on a control frame: control frames cannot be compressed (RFC 7692 §6.1)"
+    )
