@@ -98,7 +98,11 @@ class Headers:
 @dataclass
 class Request:
     method: str
+    #: The target in origin-form (RFC 9112 §3.2.1): path and query, such as
+    #: ``/chat?room=1``, also when the request line gave the absolute-form.
     path: str
+    #: The headers as received, except after an absolute-form target, whose
+    #: authority replaces every received ``Host`` (RFC 9112 §3.2.2).
     headers: Headers
     #: The length of the body that follows the head (RFC 9112 §6.3): 0 when
     #: there is none, None when it is chunked and only its chunks tell.
@@ -182,6 +186,34 @@ def _body_length(headers: Headers) -> int | None:
     return int(value)
 
 
+#: The schemes of an absolute-form target this server answers for: its own
+#: pages and sockets (RFC 9110 §4.2, RFC 6455 §3), with or without TLS.
+_SCHEMES = frozenset({b"http", b"https", b"ws", b"wss"})
+
+
+def _absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
+    """``(authority, origin-form)`` of an absolute-form target, or None when
+    ``target`` is not one (RFC 9112 §3.2.2).
+
+    ``http://localhost:5678/chat?x=1`` is ``(b"localhost:5678",
+    b"/chat?x=1")``; an empty path is ``/`` (§3.2.1). A target of this form
+    without a host (RFC 9110 §4.2.1: "MUST reject it as invalid") or with a
+    userinfo (RFC 9110 §4.2.4: treated "as an error") raises
+    :class:`InvalidMessage` (400).
+    """
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in _SCHEMES:
+        return None
+    ends = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+    end = min(ends, default=len(rest))
+    authority, path = rest[:end], rest[end:]
+    if not authority:
+        raise InvalidMessage(f"no host in the request target {target[:80]!r}")
+    if b"@" in authority:
+        raise InvalidMessage(f"a user name in the request target {target[:80]!r}")
+    return authority, path if path.startswith(b"/") else b"/" + path
+
+
 def parse_request(head: bytes) -> Request:
     """Parse a request head (RFC 9112 §3). Only HTTP/1.1 is accepted here.
 
@@ -189,6 +221,14 @@ def parse_request(head: bytes) -> Request:
     version MUST be at least 1.1." The method itself is checked by the caller,
     which may serve HEAD or answer 405. A head whose framing headers leave
     the body's length ambiguous is refused here, whatever the method.
+
+    The target may be in origin-form (``/chat``) or, as RFC 9112 §3.2.2 says
+    a server MUST accept, in absolute-form (``http://localhost:5678/chat``):
+    :attr:`Request.path` is then the origin-form, and the target's authority
+    becomes the ``Host`` header, since the server "MUST ignore the received
+    Host header field (if any)". Every check on Host (:mod:`common.handshake`'s,
+    ``serve(hosts=...)``, an ``origins`` function) then applies to the
+    authority. Other forms (``*``, CONNECT's ``host:port``) get 400.
     """
     request_line, *lines = head[:-4].split(b"\r\n") if head.endswith(b"\r\n\r\n") else [head]
     if len(request_line) > MAX_LINE:
@@ -201,9 +241,18 @@ def parse_request(head: bytes) -> Request:
         if version.startswith(b"HTTP/"):
             raise InvalidMessage(f"unsupported HTTP version {version.decode('latin-1')}; HTTP/1.1 required")
         raise InvalidMessage(f"malformed request line {request_line[:80]!r}")
-    if not target.startswith(b"/") or not target.isascii() or any(c <= 0x20 or c == 0x7F for c in target):
+    if not target.isascii() or any(c <= 0x20 or c == 0x7F for c in target):
         raise InvalidMessage(f"unsupported request target {target[:80]!r}")
+    authority = None
+    if not target.startswith(b"/"):
+        absolute = _absolute_form(target)
+        if absolute is None:
+            raise InvalidMessage(f"unsupported request target {target[:80]!r}")
+        authority, target = absolute
     headers = _parse_headers(lines)
+    if authority is not None:
+        others = [(name, value) for name, value in headers.items() if name.lower() != "host"]
+        headers = Headers([("Host", authority.decode("ascii")), *others])
     return Request(method.decode("ascii"), target.decode("ascii"), headers, _body_length(headers))
 
 

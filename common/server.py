@@ -283,7 +283,11 @@ class serve:
 
     ``handler(ws)`` runs once per connection. ``process_request(path,
     headers)``, plain or async, may return ``(status, headers, body)`` to
-    answer plain HTTP on the same port, or None to go on with the handshake.
+    answer plain HTTP on the same port, or None to go on with the handshake;
+    ``path`` (and ``ws.path``) is the path and query, ``/chat?x=1``, also for
+    a request line in absolute-form (``GET http://host:port/chat?x=1``), whose
+    authority then stands for the ``Host`` header in ``headers`` and in every
+    check below (RFC 9112 §3.2.2).
     ``origins``, when given, lists the allowed ``Origin`` values (None in the
     list allows requests without one, "null" allows ``file://`` pages), or
     is a function ``(origin, headers) -> bool`` that decides per request;

@@ -213,6 +213,29 @@ def test_test9_refuses_other_hosts_with_403_before_anything_else(test9):
         assert status in (400, 403) and b"<" not in body
 
 
+def test_test9_serves_an_absolute_form_request_by_its_path_and_authority(test9):
+    """RFC 9112 §3.2.2: a server MUST accept GET http://HOST:PORT/ and ignore Host for the target's
+    authority: the page and the sockets are routed on the path, the Host and Origin checks apply to the authority."""
+    port = test9.port
+    page = (Path(__file__).resolve().parent.parent / "test9" / "client.html").read_bytes()
+    for target in (f"http://localhost:{port}/", f"http://127.0.0.1:{port}/dashboard?host=a", "HTTP://LOCALHOST"):
+        status, headers, body = raw_request(port, f"GET {target} HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        assert (status, body) == (200, page), target
+        assert_safe_headers(headers, body)
+    status, headers, body = raw_request(port, f"GET http://localhost:{port}/nothing-here HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert status == 404
+    for target in ("http://evil.example/", f"http://evil.example:{port}/commands/"):
+        status, headers, body = raw_request(port, f"GET {target} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+        assert_short_text_error(status, headers, body, 403)
+        assert b"is not a name of this server" in body
+    # The page served as http://localhost:PORT/ opens its socket; same_origin() compares its Origin with the authority.
+    own = f"localhost:{port}"
+    status, _, _ = raw_request(port, upgrade(f"ws://{own}/commands/", "evil.example", f"http://{own}"))
+    assert status == 101
+    status, headers, body = raw_request(port, upgrade(f"ws://{own}/commands/", "evil.example", "http://evil.example"))
+    assert_short_text_error(status, headers, body, 403)
+
+
 TRAVERSALS = [
     "/../test9/client.html", "/../server.py", "/..%2fserver.py", "/%2e%2e/server.py", "/%2e%2e%2fserver.py",
     "/%252e%252e%252fserver.py", "/dashboard/../server.py", "/dashboard/..%2f..%2fcommon%2f__init__.py",

@@ -1,0 +1,148 @@
+"""HTTP/1.1 edge cases of the opening handshake, on both sides (RFC 9112).
+
+The server: a request target in absolute-form (§3.2.2) is served like its
+origin-form, with its authority as the Host; a head with bare LF line ends
+(§2.2) and an overlong request line (414) are answered at once. The client:
+a refusal whose body never fully arrives, or whose head is too large, fails
+with what is known at once. In-process servers on 127.0.0.1, raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+try:                                    # tests/ as a package or as a plain directory
+    from .helpers import BOUND, run, serving
+except ImportError:
+    from helpers import BOUND, run, serving
+
+from common import Headers, ServerConnection
+from common.exceptions import InvalidMessage
+from common.http11 import parse_request
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+# Bounds the wait for an answer that must come at once: far below the
+# open_timeout the servers below get, so that only a prompt answer passes.
+GUARD = BOUND / 2
+OPEN_TIMEOUT = 6 * BOUND
+
+
+async def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes; return (status, lower-cased headers, body) of the answer.
+
+    A 101 is returned once its head is in (the socket stays open); anything
+    else is read to the server's close. Each read is bounded by GUARD.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+        status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
+        headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+        status = int(status_line.split(" ")[1])
+        body = b""
+        if status != 101:
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := await asyncio.wait_for(reader.read(65536), GUARD):
+                    body += chunk
+        return status, headers, body
+    finally:
+        writer.close()
+
+
+def upgrade(target: str, host: str, origin: str | None = None) -> bytes:
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {KEY}", "Sec-WebSocket-Version: 13"]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+# ------------------------------------------------------ absolute-form targets
+
+
+@pytest.mark.parametrize(
+    "target, path, host",
+    [
+        ("http://localhost:5678/", "/", "localhost:5678"),
+        ("http://localhost:5678", "/", "localhost:5678"),
+        ("HTTP://Example.org/chat", "/chat", "Example.org"),
+        ("ws://127.0.0.1:5678/commands/?x=1", "/commands/?x=1", "127.0.0.1:5678"),
+        ("https://[::1]:5678?host=a&port=1", "/?host=a&port=1", "[::1]:5678"),
+        ("wss://lab.example/stream_data/", "/stream_data/", "lab.example"),
+    ],
+)
+def test_absolute_form_target_is_read_as_its_path_with_its_authority_as_host(target, path, host):
+    """RFC 9112 §3.2.2: a server MUST accept the absolute-form, and MUST ignore
+    the received Host for the target's authority; an empty path is "/" (§3.2.1)."""
+    request = parse_request(f"GET {target} HTTP/1.1\r\nHost: evil.example\r\nHost: x\r\nX-A: 1\r\n\r\n".encode())
+    assert request.path == path
+    assert request.headers.get_all("Host") == [host]
+    assert request.headers.get_all("X-A") == ["1"]
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("http:///chat", "no host in the request target"),
+        ("http://?x=1", "no host in the request target"),
+        ("http://user@localhost/", "a user name in the request target"),
+        ("http://user:pw@localhost/", "a user name in the request target"),
+        ("ftp://localhost/", "unsupported request target"),
+        ("localhost:5678", "unsupported request target"),
+        ("*", "unsupported request target"),
+        ("chat", "unsupported request target"),
+    ],
+)
+def test_malformed_or_foreign_absolute_targets_get_400(target, message):
+    """RFC 9110 §4.2.1: an http URI without a host MUST be rejected; §4.2.4: a
+    userinfo is an error; other schemes and forms are not this server's."""
+    with pytest.raises(InvalidMessage, match=message) as info:
+        parse_request(f"GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    assert info.value.status == 400
+
+
+def test_absolute_form_is_served_routed_and_checked_on_its_authority():
+    """serve(): process_request and the handler see the origin-form path; hosts=
+    and an origins function see the authority, whatever Host says."""
+    seen: list[tuple[str, str]] = []
+
+    def route(path: str, headers: Headers):
+        seen.append((path, headers["Host"]))
+        return None if path.startswith("/chat") else (200, [("Content-Type", "text/plain")], b"page\n")
+
+    def same_origin(origin: str | None, headers: Headers) -> bool:
+        return origin == f"http://{headers['Host']}"
+
+    paths: list[str] = []
+    opened = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        paths.append(ws.path)
+        opened.set()
+
+    async def main() -> None:
+        async with serving(handler, hosts=["localhost"], origins=same_origin, process_request=route,
+                           open_timeout=OPEN_TIMEOUT) as srv:
+            here = f"localhost:{srv.port}"
+            status, _, body = await exchange(
+                srv.port, f"GET http://{here}/?x=1 HTTP/1.1\r\nHost: evil.example\r\n\r\n".encode())
+            assert (status, body) == (200, b"page\n")
+            assert seen == [("/?x=1", here)]
+            # The Host check applies to the authority: a foreign one gets 403 even with a good Host.
+            status, _, body = await exchange(srv.port, b"GET http://evil.example/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert status == 403 and b"'evil.example' is not a name of this server" in body
+            # A socket opens too, and the origins function compares the Origin with the authority.
+            status, headers, _ = await exchange(
+                srv.port, upgrade(f"ws://{here}/chat?room=1", "evil.example", origin=f"http://{here}"))
+            assert status == 101 and headers["upgrade"] == "websocket"
+            status, _, _ = await exchange(
+                srv.port, upgrade(f"http://{here}/chat", here, origin="http://evil.example"))
+            assert status == 403
+            await asyncio.wait_for(opened.wait(), GUARD)     # the handler runs once the 101 is out
+            assert paths == ["/chat?room=1"]
+
+    run(main())
