@@ -110,7 +110,9 @@ class Connection:
     ``max_size`` bounds an incoming message (None: no bound, 1009 beyond it);
     ``max_queue`` bounds how many received messages wait for :meth:`recv`
     before reading from the socket pauses; ``ping_interval`` and
-    ``ping_timeout`` drive keepalive (None disables); ``close_timeout`` bounds
+    ``ping_timeout`` drive keepalive (None disables: the pong must come within
+    ``ping_timeout`` of reading that our own full queue did not pause, so a
+    slow application never blames the peer); ``close_timeout`` bounds
     each wait of the close handshake; ``write_limit`` is the send buffer size
     beyond which :meth:`send` waits and :func:`~common.broadcast` skips.
     """
@@ -124,7 +126,7 @@ class Connection:
         "close_timeout", "write_limit", "extension", "subprotocol", "request_head",
         "response_headers", "path", "remote_address", "debug", "protocol",
         "_messages", "_recv_waiter", "_receiving", "_reading_paused",
-        "_deferred", "_eof_waiter", "_pings", "_timer", "_abort_timer", "_closed", "_reader_task",
+        "_deferred", "_eof_waiter", "_pings", "_timer", "_pauses", "_abort_timer", "_closed", "_reader_task",
         "stalled_since", "_outgoing", "_outgoing_size", "_answered", "__dict__",
     )
 
@@ -189,6 +191,9 @@ class Connection:
         self._eof_waiter: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._timer: asyncio.TimerHandle | None = None  # keepalive
+        # How many times reading paused: a pong deadline that saw a pause
+        # starts again (see _keepalive_expired).
+        self._pauses = 0
         # Aborts the TCP connection if the close handshake has not ended in
         # time; once reading has ended, the reading task takes over (_end).
         self._abort_timer: asyncio.TimerHandle | None = None
@@ -466,6 +471,7 @@ class Connection:
                 # The loop still awaits read(), which wakes up if the
                 # connection drops meanwhile.
                 self._reading_paused = True
+                self._pauses += 1
                 self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
@@ -694,17 +700,26 @@ class Connection:
         if self.debug:
             logger.debug("%s %% sent keepalive ping", self.peer)
         if self.ping_timeout is not None:
-            self._timer = self.loop.call_later(self.ping_timeout, self._keepalive_expired, waiter)
+            self._await_pong(waiter, self.ping_timeout)
         else:
             self._timer = self.loop.call_later(interval, self._keepalive)
 
-    def _keepalive_expired(self, waiter: asyncio.Future[float]) -> None:
+    def _await_pong(self, waiter: asyncio.Future[float], timeout: float) -> None:
+        self._timer = self.loop.call_later(timeout, self._keepalive_expired, waiter, self._pauses)
+
+    def _keepalive_expired(self, waiter: asyncio.Future[float], pauses: int) -> None:
         interval, timeout = self.ping_interval, self.ping_timeout
         if self.protocol.state is not State.OPEN or interval is None or timeout is None:
             return
         if waiter.done():
             delay = max(0.0, interval - timeout)
             self._timer = self.loop.call_later(delay, self._keepalive)
+            return
+        if self._reading_paused or self._pauses != pauses:
+            # Our own backpressure held reading back during the wait: the pong
+            # may be among what we have not read yet, so the peer is not to
+            # blame. It gets ping_timeout of reading that was never paused.
+            self._await_pong(waiter, timeout)
             return
         logger.info("%s: no pong within %s s; closing the connection", self.peer, self.ping_timeout)
         self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")

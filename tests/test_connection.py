@@ -248,6 +248,37 @@ def test_keepalive_closes_1011_when_pongs_stop():
     run(main())
 
 
+def test_keepalive_does_not_blame_the_peer_for_our_own_backlog():
+    """A slow handler whose full queue pauses reading keeps a peer that answers every ping.
+
+    The client sends 600 messages in one go and answers each ping at once, but
+    its pongs wait behind messages the server has not read yet (max_queue=4,
+    2 ms of work per message, 12 times ping_timeout in all). Every message is
+    handled, in order, and the client closes normally: no 1011.
+    """
+    count = 600
+
+    async def main():
+        handled = []
+
+        async def handler(ws):
+            async for message in ws:
+                await asyncio.sleep(0.002)          # the application's work on each message
+                handled.append(message)
+                if len(handled) == count:
+                    await ws.send(f"handled {len(handled)}")
+
+        async with serving(handler, ping_interval=0.1, ping_timeout=0.1, max_queue=4) as srv:
+            async with connect(srv.url, ping_interval=None) as ws:
+                for i in range(count):
+                    await ws.send(f"message {i}")
+                assert await asyncio.wait_for(ws.recv(), 4 * BOUND) == f"handled {count}"
+            assert ws.close_rcvd is not None and ws.close_rcvd.code == CloseCode.NORMAL_CLOSURE
+        assert handled == [f"message {i}" for i in range(count)]
+
+    run(main(), bound=8 * BOUND)
+
+
 def test_slow_reader_applies_backpressure_instead_of_buffering():
     """When max_queue messages wait unread, the server stops reading the socket."""
 
