@@ -2,14 +2,18 @@
 
 Two halves, both without I/O:
 
-* **Negotiation** (§5, §7.1). The client offers the extension in its
+* **Negotiation** (§5, §7). The client offers the extension in its
   ``Sec-WebSocket-Extensions`` request header, possibly several times with
   different parameters, in order of preference; the server accepts the first
   offer it can honour and answers with the parameters agreed on, or ignores
-  them all. :func:`server_negotiate` is the server's side,
-  :func:`client_offer` and :func:`client_accept` the client's. Malformed or
-  unknown parameters raise :class:`~common.exceptions.NegotiationError`, which
-  the server answers with HTTP 400.
+  them all. An offer with an unknown, repeated or out-of-range parameter is
+  one the server cannot honour: §7 says to decline it, so the next one is
+  tried, and without any the connection opens uncompressed. Only a header
+  that breaks the grammar of RFC 6455 §9.1 raises
+  :class:`~common.exceptions.NegotiationError` on the server, which answers
+  it with HTTP 400. The client is stricter (§7): a bad parameter in the
+  server's answer fails its handshake. :func:`server_negotiate` is the
+  server's side, :func:`client_offer` and :func:`client_accept` the client's.
 
 * **Compression** (§7.2). :class:`PerMessageDeflate` compresses a whole
   message with DEFLATE (RFC 1951, raw: no zlib header, hence negative
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Union
 
@@ -190,7 +194,8 @@ class Params:
         Raises :class:`NegotiationError` for an unknown parameter, one given
         twice, a value where none is allowed, a missing value, or a window
         size other than 8 to 15 written as a plain decimal number (§7.1.2.1:
-        "without leading zeroes").
+        "without leading zeroes"). The server declines such an offer; the
+        client fails on such an answer (§7).
         """
         seen: set[str] = set()
         flags: set[str] = set()
@@ -260,7 +265,7 @@ def server_negotiate(
     server_max_window_bits: int | None = None,
     client_max_window_bits: int | None = None,
 ) -> tuple[str, PerMessageDeflate] | None:
-    """Pick the first acceptable permessage-deflate offer (RFC 7692 §5, §7.1).
+    """Pick the first acceptable permessage-deflate offer (RFC 7692 §5, §7).
 
     ``header_values`` are the request's ``Sec-WebSocket-Extensions`` values.
     Returns ``(answer, extension)``: the value of the response header and the
@@ -273,19 +278,14 @@ def server_negotiate(
     be imposed on an offer that has ``client_max_window_bits`` (§7.1.2.2);
     other offers are declined, and the next one is tried.
 
-    Every permessage-deflate offer is validated, not only the one accepted:
-    a malformed header raises :class:`NegotiationError` (HTTP 400). RFC 7692
-    §7.1 would merely decline an offer with bad parameters; answering 400
-    instead tells the developer of a broken client what is wrong.
+    An offer with an unknown, repeated or invalid parameter is declined
+    too, as RFC 7692 §7 requires ("A server MUST decline"): the next one is
+    tried. Only a header that breaks the grammar of RFC 6455 §9.1 raises
+    :class:`NegotiationError` (HTTP 400): it cannot be split into offers.
     """
     _check_bits("server_max_window_bits", server_max_window_bits)
     _check_bits("client_max_window_bits", client_max_window_bits)
-    offers = [
-        Params.parse(params, offer=True)
-        for name, params in parse_extensions(header_values)
-        if name.lower() == NAME
-    ]
-    for offer in offers:
+    for offer in _valid_offers(parse_extensions(header_values)):
         # §7.1.2.2: without client_max_window_bits in the offer, the answer
         # MUST NOT have it; a server that needs it declines the offer.
         if client_max_window_bits is not None and offer.client_max_window_bits is None:
@@ -315,6 +315,19 @@ def server_negotiate(
         )
         return str(answer), extension
     return None
+
+
+def _valid_offers(extensions: list[Extension]) -> Iterator[Params]:
+    """The permessage-deflate offers whose parameters are valid, in order.
+
+    The others are left out: the server declines them (RFC 7692 §7).
+    """
+    for name, params in extensions:
+        if name.lower() == NAME:
+            try:
+                yield Params.parse(params, offer=True)
+            except NegotiationError:
+                continue
 
 
 # -------------------------------------------------------------- the client
@@ -361,7 +374,9 @@ def client_accept(
     (at least one); the keyword arguments are those given to
     :func:`client_offer`. Raises :class:`NegotiationError` when the server
     answered an extension we did not offer, answered it twice, used an
-    unknown parameter or a bad value, or did not honour what we asked for.
+    unknown parameter or a bad value, or did not honour what we asked for:
+    unlike the server, which declines a bad offer, the client MUST fail the
+    connection on a bad answer (RFC 7692 §7).
     """
     extensions = parse_extensions(header_values)
     names = [name for name, _ in extensions]

@@ -20,8 +20,9 @@ import hashlib
 import re
 import string
 
-from .deflate import PerMessageDeflate
-from .exceptions import InvalidHandshake, ProtocolError
+from .deflate import NAME as DEFLATE
+from .deflate import Params, PerMessageDeflate, parse_extensions
+from .exceptions import InvalidHandshake, NegotiationError, ProtocolError
 from .frames import Close, FrameHeader, IncompleteHeader, Opcode, apply_mask, is_valid_close_code, parse_header
 from .handshake import GUID, accept_key, accept_request
 from .http11 import Headers, parse_request, parse_response
@@ -346,6 +347,7 @@ def _explain_request(head: bytes) -> str:
         out.append(f"  the server answers {int(exc.status)} {exc.status.phrase} and no WebSocket opens")
         return "\n".join(out) + "\n"
     out.append("  GET, Upgrade: websocket, Connection: Upgrade, one Host, version 13, a key of 16 bytes: all present")
+    out += _offer_lines(request.headers, accepted.extension is not None)
     out.append("  accepted: the server answers 101 Switching Protocols with")
     out += [f"    {name}: {value}" for name, value in accepted.headers]
     out += _accept_walkthrough(request.headers["Sec-WebSocket-Key"])
@@ -372,6 +374,37 @@ def _explain_response(head: bytes, key: str | None) -> str:
     elif accept is not None:
         out.append("  give the request's key (--key) to check Sec-WebSocket-Accept as the client does")
     return "\n".join(out) + "\n"
+
+
+def _offer_lines(headers: Headers, compressed: bool) -> list[str]:
+    """Each permessage-deflate offer: declined and why, or the one accepted (RFC 7692 §5, §7).
+
+    The header's grammar is already checked (accept_request refuses it with
+    400); the server here makes no demands, so the first valid offer wins.
+    """
+    offers = [params for name, params in parse_extensions(headers.get_all("Sec-WebSocket-Extensions"))
+              if name.lower() == DEFLATE]
+    lines = []
+    taken = False
+    for number, params in enumerate(offers, 1):
+        shown = "; ".join([DEFLATE] + [name if value is None else f"{name}={value}" for name, value in params])
+        if taken:
+            lines.append(f"  permessage-deflate offer {number} ({shown}): not looked at, an earlier one was accepted")
+            continue
+        try:
+            Params.parse(params, offer=True)
+        except NegotiationError as exc:
+            reason = str(exc).removeprefix(f"{DEFLATE}: ")
+            lines.append(f"  permessage-deflate offer {number} ({shown}): declined, {reason}; the server tries"
+                         " the next offer (RFC 7692 §7)")
+            continue
+        lines.append(f"  permessage-deflate offer {number} ({shown}): accepted, the first valid offer (RFC 7692 §5)")
+        taken = True
+    assert taken == compressed
+    if offers and not taken:
+        lines.append("  no permessage-deflate offer is acceptable: the connection opens without compression"
+                     " (RFC 7692 §7)")
+    return lines
 
 
 def _header_lines(headers: Headers) -> list[str]:

@@ -227,9 +227,10 @@ def accept_request(
     :func:`check_request` (405, 426 or 400), :func:`check_origin` against
     ``origins`` (403), then the negotiations. :func:`select_subprotocol`
     picks from ``subprotocols`` (the server's, in order of preference) and
-    never refuses; ``compression="deflate"`` answers a permessage-deflate
-    offer (RFC 7692) and refuses a malformed one with 400
-    (:class:`NegotiationError`); None accepts no extension.
+    never refuses; ``compression="deflate"`` answers the first acceptable
+    permessage-deflate offer (RFC 7692), declines the others (§7), and
+    refuses with 400 (:class:`NegotiationError`) only a header that breaks
+    the grammar of RFC 6455 §9.1; None accepts no extension.
     The ``Host`` check (:func:`check_host`) and the application's chance to
     answer plain HTTP come before this, in :mod:`common.server`.
 

@@ -1,7 +1,8 @@
 """permessage-deflate (RFC 7692) over TCP: handshakes and compressed messages between live peers.
 
-* negotiation through real handshakes: serve() and connect() agree, a
-  malformed offer gets HTTP 400, connect() refuses a bad answer;
+* negotiation through real handshakes: serve() and connect() agree, an
+  offer with bad parameters is declined (the next one is taken), a header
+  that breaks the grammar gets HTTP 400, connect() refuses a bad answer;
 * conformance in the spirit of Autobahn 12.x/13.x: message sizes times
   parameter combinations, echoed by ``python3 -m common echo`` to a client
   over a raw socket that does permessage-deflate itself, with zlib or with
@@ -105,15 +106,49 @@ def http_get(port: int, extensions: str) -> tuple[int, dict[str, str], bytes]:
     return rawws.http_request("127.0.0.1", port, request.encode())
 
 
-@pytest.mark.parametrize("offer, message", MALFORMED_OFFERS[:3] + MALFORMED_OFFERS[5:8] + MALFORMED_OFFERS[14:17])
-def test_server_answers_400_to_malformed_offers(offer, message):
-    """A malformed offer gets HTTP 400 whose body says what is wrong; the server goes on serving."""
+# (the bad offer, what else the header holds, the answer expected: None for none)
+DECLINED = [
+    ("permessage-deflate; foo", ", permessage-deflate", "permessage-deflate"),
+    ("permessage-deflate; server_max_window_bits=16", ", permessage-deflate; server_no_context_takeover",
+     "permessage-deflate; server_no_context_takeover"),
+    ("permessage-deflate; server_max_window_bits=07", ", permessage-deflate; client_max_window_bits=9",
+     "permessage-deflate; client_max_window_bits=9"),
+    ("permessage-deflate; client_no_context_takeover; client_no_context_takeover", ", permessage-deflate",
+     "permessage-deflate"),
+    *((offer, "", None) for offer, _ in MALFORMED_OFFERS if offer.count("permessage-deflate") == 1),
+]
+
+
+@pytest.mark.parametrize("offer, rest, answer", DECLINED)
+def test_server_declines_bad_offers(offer, rest, answer):
+    """RFC 7692 §7: an offer with bad parameters is declined, not refused: the handshake gets 101,
+    compression comes from the next offer if one is acceptable, and the messages are compressed."""
 
     async def main():
-        async with serving() as server:
-            status, _, body = await asyncio.to_thread(http_get, server.port, offer)
+        async with serving(compression="deflate") as server:
+            client = await asyncio.to_thread(DeflateClient, server.port, offer + rest)
+            try:
+                assert client.answer == answer
+                payload = text_payload(4 * threshold())
+                await asyncio.to_thread(client.send, TEXT, payload, compress=answer is not None)
+                opcode, echoed, compressed = await asyncio.to_thread(client.recv)
+                assert (opcode, echoed) == (TEXT, payload)
+                assert (compressed is not None) == (answer is not None)
+            finally:
+                await asyncio.to_thread(client.close)
+
+    run(main(), bound=6 * BOUND)
+
+
+@pytest.mark.parametrize("value", ["permessage-deflate; foo, permessage-deflate;", "permessage-deflate; a=(b)"])
+def test_server_answers_400_to_a_header_that_breaks_the_grammar(value):
+    """RFC 6455 §9.1's grammar broken: no offer can be read, HTTP 400 says where; the server goes on serving."""
+
+    async def main():
+        async with serving(compression="deflate") as server:
+            status, _, body = await asyncio.to_thread(http_get, server.port, value)
             assert status == 400
-            assert message in body.decode()
+            assert "invalid Sec-WebSocket-Extensions header" in body.decode() and "position" in body.decode()
             async with connect(server.url) as ws:
                 await ws.send("still fine")
                 assert await ws.recv() == "still fine"

@@ -1,7 +1,8 @@
 """permessage-deflate (RFC 7692) without sockets: common/deflate.py and the Receiver's part in it.
 
 * negotiation: the header grammar (RFC 6455 §9.1), the server's choice among
-  offers and its answer (RFC 7692 §7.1), the client's checks of that answer;
+  offers (declining those with bad parameters, RFC 7692 §7) and its answer
+  (§7.1), the client's checks of that answer;
 * compression: the RFC's own byte vectors (§7.2.3), context takeover, the
   zlib window quirks, the zip-bomb bound, RSV1 where it may not be;
 * the test's own fixed-Huffman DEFLATE encoder (deflate_util.py), checked
@@ -20,7 +21,9 @@ import zlib
 import pytest
 
 from common import NegotiationError, PayloadTooBig, ProtocolError
-from common.deflate import PerMessageDeflate, client_accept, client_offer, parse_extensions, server_negotiate
+from common.deflate import Params, PerMessageDeflate, client_accept, client_offer, parse_extensions, server_negotiate
+from common.handshake import accept_request
+from common.http11 import parse_request
 from common.protocol import Receiver
 
 try:                                    # tests/ as a package or as a plain directory
@@ -192,14 +195,70 @@ def test_server_takes_the_first_offer_when_acceptable():
     assert header == "permessage-deflate; server_no_context_takeover"
 
 
-@pytest.mark.parametrize("offer, message", MALFORMED_OFFERS)
-def test_server_refuses_malformed_offers(offer, message):
-    """Duplicate, unknown or out-of-range parameters: NegotiationError (HTTP 400) naming the problem.
+# Offers with bad parameters, each alone in its header, with words of the reason
+# the server declines it; the issue's own examples come first.
+DECLINED_OFFERS = [
+    ("permessage-deflate; foo", "unknown parameter 'foo'"),
+    ("permessage-deflate; server_max_window_bits=16", "not a window size"),
+    ("permessage-deflate; server_max_window_bits=07", "not a window size"),
+    ("permessage-deflate; server_max_window_bits=10; server_max_window_bits=10", "duplicate"),
+] + [(offer, message) for offer, message in MALFORMED_OFFERS if offer.count("permessage-deflate") == 1]
 
-    Every offer is checked, even after an acceptable one (the last case).
+# The offer that follows a declined one, and what the server answers to it.
+NEXT_OFFER = "permessage-deflate; server_no_context_takeover"
+
+
+@pytest.mark.parametrize("offer, message", DECLINED_OFFERS)
+def test_server_declines_an_offer_with_bad_parameters_and_takes_the_next(offer, message):
+    """RFC 7692 §7: "A server MUST decline" an offer with an unknown, repeated or invalid parameter.
+
+    Declined, not refused: the next offer is tried, and without one the
+    connection opens uncompressed. The reason is the parameter check's.
     """
-    with pytest.raises(NegotiationError, match=message) as info:
-        server_negotiate([offer])
+    with pytest.raises(NegotiationError, match=message):
+        Params.parse(parse_extensions([offer])[0][1], offer=True)
+    assert server_negotiate([offer]) is None
+    header, extension = server_negotiate([f"{offer}, {NEXT_OFFER}"])
+    assert header == NEXT_OFFER and agreed(extension) == (True, False, 15, 15)
+    header, extension = server_negotiate([offer, NEXT_OFFER])  # the offers in two header lines
+    assert header == NEXT_OFFER and agreed(extension) == (True, False, 15, 15)
+
+
+def test_server_stops_at_the_first_acceptable_offer():
+    """Offers after the one accepted are not the server's business, valid or not."""
+    header, _ = server_negotiate(["permessage-deflate, permessage-deflate; client_max_window_bits=20"])
+    assert header == "permessage-deflate"
+
+
+@pytest.mark.parametrize("value", ["permessage-deflate; foo, permessage-deflate;", "permessage-deflate; a=(b)",
+                                   'permessage-deflate; client_max_window_bits="1 0", permessage-deflate'])
+def test_server_refuses_a_header_that_breaks_the_grammar(value):
+    """A header that is not RFC 6455 §9.1's list of extensions cannot be split into offers: HTTP 400."""
+    with pytest.raises(NegotiationError, match="position") as info:
+        server_negotiate([value])
+    assert info.value.status == 400
+
+
+def upgrade_request(extensions: str):
+    return parse_request(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Extensions: {extensions}\r\n\r\n".encode()
+    )
+
+
+def test_accept_request_declines_bad_offers():
+    """The server's decision as a whole: 101 with the valid offer after a bad one, 101 without
+    compression when none is acceptable, 400 only for a header that breaks the grammar."""
+    accept = accept_request(upgrade_request(f"permessage-deflate; foo, {NEXT_OFFER}"), compression="deflate")
+    assert ("Sec-WebSocket-Extensions", NEXT_OFFER) in accept.headers
+    assert accept.extension is not None and accept.extension.local_no_context_takeover
+    accept = accept_request(upgrade_request("permessage-deflate; foo, permessage-deflate; server_max_window_bits=07"),
+                            compression="deflate")
+    assert accept.extension is None
+    assert [name for name, _ in accept.headers] == ["Upgrade", "Connection", "Sec-WebSocket-Accept"]
+    with pytest.raises(NegotiationError) as info:
+        accept_request(upgrade_request("permessage-deflate; foo, permessage-deflate;"), compression="deflate")
     assert info.value.status == 400
 
 

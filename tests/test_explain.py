@@ -363,6 +363,36 @@ def test_a_refused_request_names_the_status(change: tuple[str, str], status: str
     assert f"the server answers {status} and no WebSocket opens" in out
 
 
+def with_extensions(value: str) -> str:
+    return RFC_REQUEST + f"Sec-WebSocket-Extensions: {value}\n"
+
+
+def test_a_deflate_offer_with_bad_parameters_is_declined_and_the_next_one_taken() -> None:
+    """RFC 7692 §7: the server declines such an offer and tries the next; the request is accepted."""
+    out = explain(with_extensions("permessage-deflate; foo, permessage-deflate; server_no_context_takeover"))
+    assert ("  permessage-deflate offer 1 (permessage-deflate; foo): declined, unknown parameter 'foo'; the server"
+            " tries the next offer (RFC 7692 §7)") in out
+    assert "  permessage-deflate offer 2 (permessage-deflate; server_no_context_takeover): accepted" in out
+    assert "accepted: the server answers 101 Switching Protocols with" in out
+    assert "    Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover" in out
+
+
+def test_no_acceptable_deflate_offer_opens_without_compression() -> None:
+    out = explain(with_extensions("permessage-deflate; server_max_window_bits=07, permessage-deflate; a; a"))
+    assert "offer 1 (permessage-deflate; server_max_window_bits=07): declined, server_max_window_bits='07'" in out
+    assert "offer 2 (permessage-deflate; a; a): declined, unknown parameter 'a'" in out
+    assert "no permessage-deflate offer is acceptable: the connection opens without compression (RFC 7692 §7)" in out
+    assert "accepted: the server answers 101 Switching Protocols with" in out
+    assert "Sec-WebSocket-Extensions: permessage" not in out.split("accepted: the server answers 101")[1]
+
+
+def test_an_extensions_header_that_breaks_the_grammar_is_refused() -> None:
+    """RFC 6455 §9.1: a header that cannot be read as a list of extensions still gets 400."""
+    out = explain(with_extensions("permessage-deflate; foo, permessage-deflate;"))
+    assert "refused: invalid Sec-WebSocket-Extensions header" in out
+    assert "the server answers 400 Bad Request and no WebSocket opens" in out
+
+
 def test_a_response_is_checked_against_the_key() -> None:
     out = explain_handshake(RFC_RESPONSE, key="dGhlIHNhbXBsZSBub25jZQ==")
     assert "101 Switching Protocols: from the next byte on, both sides speak WebSocket frames" in out
