@@ -21,12 +21,24 @@ the handshake's request and status lines, and the close handshake in words.
 payload), ready for ``explain``, and the handshake's headers. It changes
 nothing else: asyncio's own debug messages stay off.
 Ctrl+C stops either command without a traceback (exit status 130 for the client).
+
+Whatever came from the network is shown, never obeyed: a message, a close
+reason, a refusal's body or a header that holds ESC, BEL or another control
+character would otherwise retitle the terminal or clear it. The client shows
+a text message as it is when it is plain text, else as its ``repr()``
+(``< 'hi\\x1b[2J'``), and a binary one as ``b'...'``, as
+:func:`common.runner.printable` does for the stages; past
+:data:`MESSAGE_LIMIT` (1000) characters or bytes it shows the first 1000 and
+the length. Its other lines, and the wire view of both commands, have each
+control character escaped (``\\x1b``, ``\\n``); a character the output
+cannot encode is escaped too, rather than ending the client.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import signal
 import sys
@@ -78,12 +90,55 @@ def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None
         loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
+#: The client shows a message whole up to this many characters (text) or bytes
+#: (binary): a typed line or a JSON reply comes back as it went, while 1 MB
+#: would bury the prompt. The stages' log, one line per command, cuts at 40.
+MESSAGE_LIMIT = 1000
+
+
+def shown(message: str | bytes, limit: int = MESSAGE_LIMIT) -> str:
+    """A received message, fit for the terminal: readable, and unable to act on it.
+
+    The rule of :func:`common.runner.printable`, with room for a whole
+    message: plain text as it is (``hello``); text that is empty, blank or
+    holds a character ``str.isprintable()`` refuses (ESC, BEL, a newline,
+    U+202E) as its ``repr()``, where each one is an escape (``'hi\\x1b[2J'``);
+    bytes as ``b'...'``. Past ``limit`` characters or bytes, the first
+    ``limit`` and the length: ``'xx...'... (5000 characters)``.
+    """
+    cut = message[:limit]
+    unit = "bytes" if isinstance(message, bytes) else "characters"
+    length = f"... ({len(message)} {unit})" if len(message) > limit else ""
+    if isinstance(cut, str) and cut.strip() and cut.isprintable():
+        return cut + length
+    return repr(cut) + length
+
+
+def escaped(text: str, limit: int | None = MESSAGE_LIMIT) -> str:
+    """One line of ours quoting the network (a close reason, an HTTP body, a
+    header), fit for the terminal: each character ``str.isprintable()`` refuses
+    becomes its escape (ESC as ``\\x1b``, a newline as ``\\n``); past ``limit``
+    characters (None: no limit), the first ``limit`` and the length."""
+    cut = text if limit is None or len(text) <= limit else text[:limit]
+    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in cut)
+    return line if cut is text else f"{line}... ({len(text)} characters)"
+
+
+def _tolerant_stdout() -> None:
+    """Characters that standard output cannot encode (an ASCII console, a
+    cp1252 pipe on Windows) become escapes rather than a UnicodeEncodeError:
+    what a server sends must not crash the client. (Standard error does so by default.)"""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 async def run_client(uri: str) -> int:
     try:
         ws = await connect(uri)
     except (OSError, InvalidHandshake, ValueError, TimeoutError) as exc:
+        # A refusal quotes the server's body; a malformed answer, its status line.
         # str() of a TimeoutError is empty: name the exception instead.
-        print(f"cannot connect to {uri}: {str(exc) or type(exc).__name__}", file=sys.stderr)
+        print(f"cannot connect to {uri}: {escaped(str(exc)) or type(exc).__name__}", file=sys.stderr)
         return 1
     print(f"connected to {uri}; type a message and press Enter (Ctrl+D to quit)", file=sys.stderr)
     loop = asyncio.get_running_loop()
@@ -92,7 +147,7 @@ async def run_client(uri: str) -> int:
 
     async def print_incoming() -> None:
         async for message in ws:
-            print(f"< {message!r}" if isinstance(message, bytes) else f"< {message}", flush=True)
+            print(f"< {shown(message)}", flush=True)
 
     receiver = asyncio.create_task(print_incoming())
     try:
@@ -100,10 +155,10 @@ async def run_client(uri: str) -> int:
             await ws.send(line)
         await ws.close()
         await receiver
-    except ConnectionClosed as exc:
-        print(f"connection closed: {exc}", file=sys.stderr)
+    except ConnectionClosed as exc:  # its text quotes the close reason the server chose
+        print(f"connection closed: {escaped(str(exc))}", file=sys.stderr)
         return 1
-    print(f"connection closed: {ws.protocol.closed_exception()}", file=sys.stderr)
+    print(f"connection closed: {escaped(str(ws.protocol.closed_exception()))}", file=sys.stderr)
     return 0
 
 
@@ -210,9 +265,19 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Log lines with their control characters escaped: the wire view quotes
+    the peer's close reason, status line and headers as they came."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escaped(super().formatMessage(record), limit=None)
+
+
 def _configure_logging(verbosity: int) -> None:
     """Warnings from everyone; with -v or -vv, the library's wire view too (and nobody else's)."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_EscapingFormatter("%(asctime)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     wire_view(verbosity)
 
 
@@ -225,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "echo":
             asyncio.run(run_echo(args.host, args.port, args.max_size, args.subprotocol))
             return 0
+        _tolerant_stdout()
         return asyncio.run(run_client(args.uri))
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escaped(str(exc))}", file=sys.stderr)
         return 1
 
 

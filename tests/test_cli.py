@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import signal
 import socket
 import subprocess
@@ -266,6 +267,134 @@ def test_help_mentions_verbose_after_the_command() -> None:
                                   capture_output=True, text=True, timeout=TIMEOUT)
         assert sub_help.returncode == 0
         assert "-v, --verbose" in sub_help.stdout
+
+
+# ----------------------------------------------------------------- what the network sends, shown not obeyed
+
+TITLE = "\x1b]0;pwned\x07"      # an xterm sequence that retitles the window
+CLEAR = "\x1b[2J"               # clears the screen
+
+
+def assert_inert(output: str) -> None:
+    """Nothing in `output` can act on a terminal: every character printable, lines apart."""
+    controls = sorted({char for char in output if not char.isprintable() and char != "\n"})
+    assert not controls, f"control characters {controls} reach the terminal:\n{output}"
+
+
+async def client_output(url: str, *options: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`python3 -m common [options] client URL`, its input left open and empty, until it leaves by
+    itself (the server closed or refused): its exit status, stdout and stderr."""
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "common", *options, "client", url, cwd=REPO, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert client.stdin is not None and client.stdout is not None and client.stderr is not None
+    try:
+        out, err = await asyncio.wait_for(asyncio.gather(client.stdout.read(), client.stderr.read()), TIMEOUT)
+        status = await asyncio.wait_for(client.wait(), TIMEOUT)
+    finally:
+        if client.returncode is None:
+            client.kill()
+            await client.wait()
+        client.stdin.close()
+    return status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def session_output(handler, *options: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """The client's exit status, stdout and stderr against a server on 127.0.0.1 that runs `handler`."""
+    async def session() -> tuple[int, str, str]:
+        async with common.serve(handler, "127.0.0.1", 0) as server:
+            host, port = server.sockets[0].getsockname()[:2]
+            return await client_output(f"ws://{host}:{port}/", *options, env=env)
+    return asyncio.run(session())
+
+
+@pytest.mark.parametrize("verbose", [(), ("-v",)], ids=["plain", "wire view"])
+@pytest.mark.parametrize(("code", "status"), [(1000, 0), (4000, 1)])
+def test_client_shows_escapes_in_messages_and_close_reason(verbose, code, status) -> None:
+    """Messages and a close reason holding ESC ] 0 ; ... BEL and ESC [ 2 J: the client shows them
+    escaped (a message as its repr(), the reason inline) and the terminal receives no control byte;
+    a 200-character message is shown whole, a 3000-character one cut, with its length."""
+    async def handler(ws: common.ServerConnection) -> None:
+        for message in (f"{TITLE}hello{CLEAR}", CLEAR.encode() + b"\x07", "y" * 200, "x" * 3000, "plain"):
+            await ws.send(message)
+        await ws.close(code, f"bye{TITLE}{CLEAR}")
+
+    exit_status, out, err = session_output(handler, *verbose)
+    assert exit_status == status, err
+    assert_inert(out)
+    assert_inert(err)
+    assert out.splitlines() == [
+        r"< '\x1b]0;pwned\x07hello\x1b[2J'",
+        r"< b'\x1b[2J\x07'",
+        "< " + "y" * 200,
+        "< " + "x" * 1000 + "... (3000 characters)",
+        "< plain",
+    ]
+    assert rf"connection closed: received {code} (" in err
+    assert r") bye\x1b]0;pwned\x07\x1b[2J" in err
+    assert "Traceback" not in err
+
+
+def test_client_shows_a_refusal_escaped() -> None:
+    """A 403 whose status line, header and body hold terminal escapes: the client's one line, and its
+    wire view (-vv: the status line and headers), show them escaped; exit status 1."""
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = f"{TITLE}go away{CLEAR}\nsecond line\n".encode()
+        writer.write(f"HTTP/1.1 403 No{TITLE}\r\nX-Why: {CLEAR}because\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        writer.close()
+
+    async def session() -> tuple[str, tuple[int, str, str]]:
+        server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+        async with server:
+            host, port = server.sockets[0].getsockname()[:2]
+            url = f"ws://{host}:{port}/"
+            return url, await client_output(url, "-vv")
+
+    url, (status, out, err) = asyncio.run(session())
+    assert status == 1
+    assert out == ""
+    assert_inert(err)
+    assert (f"cannot connect to {url}: server rejected WebSocket connection: HTTP 403: "
+            r"\x1b]0;pwned\x07go away\x1b[2J\nsecond line") in err
+    assert r"< HTTP/1.1 403 No\x1b]0;pwned\x07" in err
+    assert r"X-Why: \x1b[2Jbecause" in err
+    assert "Traceback" not in err
+
+
+def test_client_survives_text_its_output_cannot_encode() -> None:
+    """Output that cannot encode what arrived (an ASCII console, a cp1252 pipe): escaped, no traceback."""
+    async def handler(ws: common.ServerConnection) -> None:
+        await ws.send("caf\u00e9 \u2603")
+        await ws.close(1000, "\u00e0 bient\u00f4t")
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    status, out, err = session_output(handler, env=env)
+    assert status == 0, err
+    assert out == "< caf\\xe9 \\u2603\n"
+    assert "\\xe0 bient\\xf4t" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("message", "seen"), [
+    ("hello", "hello"), ("", "''"), (" ", "' '"), ("a\nb", r"'a\nb'"), ("\u202eevil", r"'\u202eevil'"),
+    ("\u00e9\U0001f600", "\u00e9\U0001f600"), (b"\x00\xff", r"b'\x00\xff'"),
+    ("z" * 1000, "z" * 1000), ("z" * 1001, "z" * 1000 + "... (1001 characters)"),
+    ("\x07" * 1001, repr("\x07" * 1000) + "... (1001 characters)"), (b"\x01" * 1001, repr(b"\x01" * 1000) + "... (1001 bytes)"),
+], ids=["plain", "empty", "blank", "newline", "bidi override", "non-ASCII", "binary", "1000 characters",
+        "1001 characters", "1001 BELs", "1001 bytes"])
+def test_shown_renders_a_message_readable_and_inert(message, seen) -> None:
+    """Plain text as it is; anything a terminal could act on as repr(); cut past MESSAGE_LIMIT with the length."""
+    assert cli.shown(message) == seen
+
+
+def test_escaped_escapes_control_characters_in_place() -> None:
+    """Our own line around network text: only the text's control characters become escapes."""
+    assert cli.escaped(f"reason {TITLE}ok\r\n\u00e9") == r"reason \x1b]0;pwned\x07ok\r\n" + "\u00e9"
+    assert cli.escaped("q" * 1001) == "q" * 1000 + "... (1001 characters)"
+    assert cli.escaped("q" * 1001, limit=None) == "q" * 1001
 
 
 # ----------------------------------------------------------------- usage errors
