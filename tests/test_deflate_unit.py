@@ -445,6 +445,22 @@ def test_zip_bomb_is_stopped_without_allocating_it():
     assert peak < 3 * MiB, f"inflating the bomb allocated {peak} bytes"
 
 
+def test_a_compressor_kept_for_context_takeover_costs_about_38_kib():
+    """What deflate.py says a connection with context takeover keeps: ~38 KiB of compressor, not zlib's
+    default 262 KiB (its own formula: 2**(bits+2) + 2**(memLevel+9) bytes plus a few KiB of state)."""
+    extensions = [PerMessageDeflate() for _ in range(20)]
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for extension in extensions:
+            extension.encode(b"warm up")  # the compressor is made at the first message, then kept
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    each = (after - before) / len(extensions)
+    assert 32 * 1024 <= each <= 44 * 1024, f"{each / 1024:.1f} KiB per compressor"
+
+
 def test_zip_bomb_across_fragments():
     """The bound is on the whole message: fragments under max_size each, over it together, fail."""
     sender = zlib.compressobj(9, zlib.DEFLATED, -15)
