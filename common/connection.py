@@ -125,7 +125,7 @@ class Connection:
         "reader", "writer", "transport", "loop", "max_queue", "ping_interval", "ping_timeout",
         "close_timeout", "write_limit", "extension", "subprotocol", "request_head",
         "response_headers", "path", "remote_address", "debug", "protocol",
-        "_messages", "_recv_waiter", "_receiving", "_reading_paused",
+        "_messages", "_recv_waiter", "_receiving", "_reading_paused", "_dropping",
         "_deferred", "_eof_waiter", "_pings", "_timer", "_pauses", "_abort_timer", "_closed", "_reader_task",
         "stalled_since", "_outgoing", "_outgoing_size", "_answered", "__dict__",
     )
@@ -184,6 +184,9 @@ class Connection:
         # True while the queue is full: the transport is paused and the
         # receiver holds what was read but not parsed yet.
         self._reading_paused = False
+        # True once a message was dropped after our close: later ones are
+        # dropped too, so that what recv() returns has no gap.
+        self._dropping = False
         # What ends the connection once recv() has returned the messages
         # that came before it: answering the peer's close, or failing.
         self._deferred: Callable[[], None] | None = None
@@ -439,7 +442,8 @@ class Connection:
         reading pauses, until recv() takes a message (backpressure, so that
         TCP pushes back on the peer). Once our close frame is out, the
         application has stopped reading: everything is parsed so that the
-        peer's close is seen, and messages beyond the queue are dropped.
+        peer's close is seen, and messages beyond the queue are dropped, with
+        every one after them (the application gets a prefix of what was sent).
         """
         protocol = self.protocol
         open_ = protocol.state is State.OPEN
@@ -447,10 +451,12 @@ class Connection:
         messages = self._messages
         for event in protocol.receive_data(data, room):
             if isinstance(event, (str, bytes)):
-                if open_ or len(messages) < self.max_queue:
+                if open_ or (len(messages) < self.max_queue and not self._dropping):
                     messages.append(event)
-                elif self.debug:
-                    logger.debug("%s ! message dropped: received after our close, with the queue full", self.peer)
+                else:
+                    self._dropping = True
+                    if self.debug:
+                        logger.debug("%s ! message dropped: received after our close, with the queue full", self.peer)
             elif isinstance(event, Ping):
                 # The protocol queued the pong: it goes out before anything this read leads to.
                 pongs = protocol.data_to_send()

@@ -279,6 +279,41 @@ def test_keepalive_does_not_blame_the_peer_for_our_own_backlog():
     run(main(), bound=8 * BOUND)
 
 
+def test_after_our_close_what_is_delivered_has_no_gap():
+    """Messages that arrive after our close frame are dropped while the queue
+    is full; once one was dropped, no later one is delivered either, so the
+    handler never sees message 6 right after message 2, as if 3 to 5 had
+    never been sent."""
+    import rawws
+
+    async def main():
+        got = []
+
+        async def handler(ws):
+            got.append(await ws.recv())                 # m0; m1 and m2 fill the queue (max_queue=2)
+            closing = asyncio.create_task(ws.close())   # our close: m3 to m5 find the queue full
+            await asyncio.sleep(0)                      # let close() send its frame
+            async for message in ws:
+                got.append(message)
+            await closing
+
+        def peer(port):
+            ws = rawws.RawWS.connect("127.0.0.1", port)
+            ws.send_raw(b"".join(rawws.build_frame(rawws.TEXT, f"m{i}".encode()) for i in range(6)))
+            while ws.recv_frame().opcode != rawws.CLOSE:
+                pass
+            ws.send_frame(rawws.TEXT, b"m6")             # after the server's close: still queued if room
+            ws.send_close(1000)
+            ws.close_socket()
+
+        async with serving(handler, max_queue=2) as srv:
+            await asyncio.to_thread(peer, srv.port)
+            await wait_until(lambda: not srv.connections)
+        assert got == [f"m{i}" for i in range(len(got))] and len(got) >= 3
+
+    run(main())
+
+
 def test_slow_reader_applies_backpressure_instead_of_buffering():
     """When max_queue messages wait unread, the server stops reading the socket."""
 
