@@ -363,7 +363,7 @@ def _explain_response(head: bytes, key: str | None) -> str:
     if response.status == 101:
         out.append("    101 Switching Protocols: from the next byte on, both sides speak WebSocket frames")
     else:
-        out.append("    not 101: the server refused, and the client fails the connection (§4.1)")
+        out += _not_101(response.status)
     out += _header_lines(response.headers)
     accept = response.headers.get("Sec-WebSocket-Accept")
     if key is not None and accept is not None:
@@ -405,6 +405,21 @@ def _offer_lines(headers: Headers, compressed: bool) -> list[str]:
         lines.append("  no permessage-deflate offer is acceptable: the connection opens without compression"
                      " (RFC 7692 §7)")
     return lines
+
+
+def _not_101(status: int) -> list[str]:
+    """What a client does with an answer other than 101: RFC 6455 for any client, WHATWG for browsers."""
+    if 300 <= status < 400:
+        may = "RFC 6455 §4.1 lets a client follow this redirect (Location), or not"
+    elif status == 401:
+        may = "RFC 6455 §4.1 lets a client authenticate (WWW-Authenticate) and try again"
+    else:
+        may = "RFC 6455 §4.1: the client handles it as any HTTP answer"
+    return [
+        "    not 101: no WebSocket opens on this answer; " + may,
+        "    a browser fails the connection on any status but 101, redirects included (WHATWG WebSockets"
+        " Standard, \"establish a WebSocket connection\")",
+    ]
 
 
 def _header_lines(headers: Headers) -> list[str]:

@@ -402,9 +402,22 @@ def test_a_response_is_checked_against_the_key() -> None:
     assert "give the request's key (--key)" in explain_handshake(RFC_RESPONSE)
 
 
-def test_a_refusal_response() -> None:
-    out = explain("HTTP/1.1 403 Forbidden\nContent-Length: 0\n")
-    assert "not 101: the server refused, and the client fails the connection (§4.1)" in out
+BROWSER_RULE = ('    a browser fails the connection on any status but 101, redirects included (WHATWG WebSockets Standard,'
+                ' "establish a WebSocket connection")')
+
+
+@pytest.mark.parametrize("status, rfc_rule", [
+    ("403 Forbidden", "RFC 6455 §4.1: the client handles it as any HTTP answer"),
+    ("302 Found\nLocation: ws://example.com/", "RFC 6455 §4.1 lets a client follow this redirect (Location), or not"),
+    ("401 Unauthorized\nWWW-Authenticate: Basic", "RFC 6455 §4.1 lets a client authenticate (WWW-Authenticate) and"
+                                                  " try again"),
+], ids=["403", "302", "401"])
+def test_a_refusal_response(status: str, rfc_rule: str) -> None:
+    """RFC 6455 §4.1 lets a client follow a redirect or authenticate; failing on anything but 101 is the
+    WHATWG standard's rule, for browsers, and each is cited as what it is."""
+    out = explain(f"HTTP/1.1 {status}\nContent-Length: 0\n")
+    assert f"    not 101: no WebSocket opens on this answer; {rfc_rule}\n{BROWSER_RULE}\n" in out
+    assert "fails the connection (§4.1)" not in out
 
 
 def test_a_malformed_request_line() -> None:
