@@ -66,7 +66,7 @@ def install_with_pip() -> bool:
     """Step 3: ``python3 -m pip install pytest``; False where pip is missing or refuses."""
     if not has_module("pip"):
         return False
-    # pip's output is kept: a refusal (PEP 668's long explanation) is not the end, step 4 follows.
+    # pip's output is held back: a refusal (PEP 668's long explanation) is not the end, step 4 follows.
     result = subprocess.run([PYTHON, *PIP_INSTALL], capture_output=True, check=False)
     if result.returncode != 0:
         return False
