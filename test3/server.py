@@ -20,7 +20,8 @@ are (--host 127.0.0.1 keeps them out). Web sites too, through a browser: the
 server accepts "Origin: null" because that is what this page sends when it is
 opened from disk, but a sandboxed frame (<iframe sandbox="allow-scripts">) in
 any web site sends "Origin: null" as well, with the same headers, so a site
-open in a browser that can reach this server can send it commands, even on
+open in a browser that lets it reach this server (Firefox ESR 153 does;
+Chromium only if the user allows: SECURITY.md) can send it commands, even on
 127.0.0.1. Nothing in the handshake tells the two apart. This holds up to
 test8; test9 shows the safe way: it serves its page itself and accepts only
 that page's origin, never "null".
