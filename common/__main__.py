@@ -8,7 +8,9 @@ The echo server is the usual target of conformance suites; the client prints
 what arrives and sends each line typed (try it against test2: ``GET_TIME``).
 ``--subprotocol chat`` (repeatable, in order of preference) makes the echo
 server select that subprotocol when a client offers it; on Ctrl+C or SIGTERM
-it closes every connection with 1001 and the reason "server shutting down".
+it closes every connection with 1001 and the reason "server shutting down",
+and exits with status 0 (on Windows too, where asyncio cannot catch signals:
+the stop is the stages', :func:`common.runner.stop_event`).
 ``explain`` reads frames as hex (arguments, a file or standard input) or an
 opening handshake as text, and says field by field what they mean
 (:mod:`common.explain`).
@@ -40,12 +42,11 @@ import argparse
 import asyncio
 import io
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Awaitable
 
-from . import CloseCode, ConnectionClosed, InvalidHandshake, ServerConnection, connect, serve
+from . import CloseCode, ConnectionClosed, InvalidHandshake, ServerConnection, connect, runner, serve
 from .connection import wire_view
 
 
@@ -59,26 +60,21 @@ SHUTDOWN_REASON = "server shutting down"
 
 
 async def run_echo(host: str, port: int, max_size: int, subprotocols: list[str]) -> None:
+    """Serve until Ctrl+C or SIGTERM, then close every connection with 1001 and SHUTDOWN_REASON.
+
+    The stop is the stages' own (:func:`common.runner.stop_event`): the
+    signals set it where the loop can catch them (POSIX); on Windows, where
+    it cannot, Ctrl+C cancels this coroutine instead, and the server closes
+    the same way before :func:`main` sees the KeyboardInterrupt.
+    """
+    stop = runner.stop_event()  # the signal handlers, before anything listens
     async with serve(echo, host, port, max_size=max_size, max_queue=64, subprotocols=subprotocols or None) as server:
         host_, port_ = server.sockets[0].getsockname()[:2]
         print(f"listening on ws://{host_}:{port_}", flush=True)
-        await _wait_for_stop_signal()
-        server.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
-
-
-async def _wait_for_stop_signal() -> None:
-    """Return on SIGINT or SIGTERM, so that the server closes cleanly."""
-    loop = asyncio.get_running_loop()
-    stop: asyncio.Future[None] = loop.create_future()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _set_once, stop)
-    await stop
-
-
-def _set_once(stop: asyncio.Future[None]) -> None:
-    # A second Ctrl+C during shutdown must not set the result twice.
-    if not stop.done():
-        stop.set_result(None)
+        try:
+            await stop.wait()
+        finally:
+            server.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
 
 
 def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
@@ -293,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         _tolerant_stdout()
         return asyncio.run(run_client(args.uri))
     except KeyboardInterrupt:
-        return 130
+        # The echo server closed all the same (Ctrl+C on Windows): a clean stop, as on SIGINT elsewhere.
+        return 0 if args.command == "echo" else 130
     except OSError as exc:
         print(f"error: {escaped(str(exc))}", file=sys.stderr)
         return 1

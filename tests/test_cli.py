@@ -33,9 +33,9 @@ ASYNCIO_NOISE = "Using selector"
 class Process:
     """A `python3 -m common ...` subprocess whose stdout and stderr are read as they come."""
 
-    def __init__(self, *args: str, stdin: int = subprocess.PIPE) -> None:
+    def __init__(self, *args: str, stdin: int = subprocess.PIPE, python: tuple[str, ...] = ("-m", "common")) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "common", *args],
+            [sys.executable, *python, *args],
             cwd=REPO,
             stdin=stdin,
             stdout=subprocess.PIPE,
@@ -96,9 +96,9 @@ class Process:
 
 
 @contextlib.contextmanager
-def running(*args: str, stdin: int = subprocess.PIPE) -> Iterator[Process]:
-    """Start `python3 -m common *args`; always kill it on the way out."""
-    process = Process(*args, stdin=stdin)
+def running(*args: str, stdin: int = subprocess.PIPE, python: tuple[str, ...] = ("-m", "common")) -> Iterator[Process]:
+    """Start `python3 -m common *args` (or `python3 *python *args`); always kill it on the way out."""
+    process = Process(*args, stdin=stdin, python=python)
     try:
         yield process
     finally:
@@ -106,9 +106,9 @@ def running(*args: str, stdin: int = subprocess.PIPE) -> Iterator[Process]:
 
 
 @contextlib.contextmanager
-def echo_server(*args: str) -> Iterator[tuple[Process, str]]:
+def echo_server(*args: str, python: tuple[str, ...] = ("-m", "common")) -> Iterator[tuple[Process, str]]:
     """`python3 -m common [args] --port 0` (args include "echo"), and its ws:// URL once it listens."""
-    with running(*args, "--port", "0", stdin=subprocess.DEVNULL) as server:
+    with running(*args, "--port", "0", stdin=subprocess.DEVNULL, python=python) as server:
         line = server.wait_for("listening on ws://", stream="stdout").strip().splitlines()[-1]
         yield server, line.split("listening on ", 1)[1] + "/"
 
@@ -454,6 +454,50 @@ def test_ctrl_c_stops_client_during_the_handshake_without_traceback() -> None:
             assert client.finish() == 130
     assert "Traceback" not in client.stderr
     assert "cannot connect" not in client.stderr
+
+
+#: `python3 -c WINDOWS_LOOP ARGS` runs `python3 -m common ARGS` with an event loop that cannot catch
+#: signals, as asyncio's loops on Windows: Ctrl+C then raises KeyboardInterrupt (asyncio.run first
+#: cancels the main task) instead of calling a handler.
+WINDOWS_LOOP = """\
+import asyncio, sys
+def add_signal_handler(*args):
+    raise NotImplementedError
+asyncio.SelectorEventLoop.add_signal_handler = add_signal_handler
+from common.__main__ import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT; on Windows this is the real case")
+def test_ctrl_c_stops_echo_where_the_loop_cannot_catch_signals() -> None:
+    """A loop without add_signal_handler (Windows): the echo server runs, and Ctrl+C still closes
+    every connection with 1001 "server shutting down" and ends it with status 0, no traceback."""
+    async def closed_by_ctrl_c(url: str, server: Process) -> tuple[int | None, str | None]:
+        async with common.connect(url) as ws:
+            await ws.send("hi")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "hi"   # the connection is served
+            server.proc.send_signal(signal.SIGINT)
+            with pytest.raises(common.ConnectionClosedOK):
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+            return ws.close_code, ws.close_reason
+
+    with echo_server("echo", python=("-c", WINDOWS_LOOP)) as (server, url):
+        assert asyncio.run(closed_by_ctrl_c(url, server)) == (1001, "server shutting down")
+        assert server.finish() == 0
+    assert "Traceback" not in server.stderr
+    assert server.stderr == ""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT; on Windows this is the real case")
+def test_ctrl_c_stops_client_where_the_loop_cannot_catch_signals() -> None:
+    """The client installs no signal handler: with such a loop too, Ctrl+C ends it with 130, no traceback."""
+    with echo_server("echo") as (_, url):
+        with running("client", url, python=("-c", WINDOWS_LOOP)) as client:
+            client.wait_for("connected to")
+            client.proc.send_signal(signal.SIGINT)
+            assert client.finish() == 130
+    assert "Traceback" not in client.stderr
 
 
 # ----------------------------------------------------------------- connection errors
