@@ -222,7 +222,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a subprotocol to select when a client offers it (repeatable, first preferred; default: none)",
     )
-    client_parser = commands.add_parser("client", parents=[verbose], help="an interactive client")
+    client_parser = commands.add_parser(
+        "client", parents=[verbose], help="an interactive client",
+        description="Send each line typed as a text message; print each message received after '< '. What"
+        " the server sends is shown, never obeyed: plain text as it is, text with a control character (ESC,"
+        " BEL, a newline) as its repr() with escapes, binary as b'...'; past"
+        f" {MESSAGE_LIMIT} characters or bytes, the first {MESSAGE_LIMIT} and the length. Close reasons and"
+        " refusals are printed with their control characters escaped.",
+    )
     client_parser.add_argument("uri", help="for example ws://localhost:5678/")
     explain_parser = commands.add_parser(
         "explain", help="explain frames (hex) or a handshake (text), field by field",

@@ -397,6 +397,16 @@ def test_escaped_escapes_control_characters_in_place() -> None:
     assert cli.escaped("q" * 1001, limit=None) == "q" * 1001
 
 
+def test_client_help_says_how_messages_are_shown() -> None:
+    """client --help documents the escaping and the limit past which a message is cut."""
+    result = subprocess.run([sys.executable, "-m", "common", "client", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert f"past {cli.MESSAGE_LIMIT} characters or bytes" in text
+    assert "never obeyed" in text and "repr()" in text
+
+
 # ----------------------------------------------------------------- usage errors
 
 @pytest.mark.parametrize(
