@@ -92,7 +92,7 @@ class Server:
         return tuple(self._server.sockets) if self._server is not None else ()
 
     async def start(self, host: str | Sequence[str] | None, port: int, **kwargs: Any) -> None:
-        # limit bounds what read_head() may buffer: MAX_HEAD, then 431.
+        # limit bounds what read_head() may buffer: MAX_HEAD, then 414 (a request line) or 431.
         self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD, **kwargs)
 
     def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:

@@ -21,7 +21,7 @@ except ImportError:
 
 from common import Headers, ServerConnection
 from common.exceptions import InvalidMessage
-from common.http11 import parse_request
+from common.http11 import MAX_HEAD, parse_request
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 # Bounds the wait for an answer that must come at once: far below the
@@ -34,23 +34,25 @@ async def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes; return (status, lower-cased headers, body) of the answer.
 
     A 101 is returned once its head is in (the socket stays open); anything
-    else is read to the server's close. Each read is bounded by GUARD.
+    else is read to the server's close (a reset after the answer, for bytes
+    it did not read, counts as the close). Each read is bounded by GUARD.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = b""
     try:
         writer.write(data)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
-        status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-        headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
-        status = int(status_line.split(" ")[1])
-        body = b""
-        if status != 101:
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := await asyncio.wait_for(reader.read(65536), GUARD):
-                    body += chunk
-        return status, headers, body
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await asyncio.wait_for(reader.read(65536), GUARD):
+                answer += chunk
+                if answer.startswith(b"HTTP/1.1 101 ") and b"\r\n\r\n" in answer:
+                    break
     finally:
         writer.close()
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    assert sep, f"no complete answer: {answer[:200]!r}"
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+    return int(status_line.split(" ")[1]), headers, body
 
 
 def upgrade(target: str, host: str, origin: str | None = None) -> bytes:
@@ -144,5 +146,48 @@ def test_absolute_form_is_served_routed_and_checked_on_its_authority():
             assert status == 403
             await asyncio.wait_for(opened.wait(), GUARD)     # the handler runs once the 101 is out
             assert paths == ["/chat?room=1"]
+
+    run(main())
+
+
+# ------------------------------------------------- line ends and long lines
+
+BARE_LF_HEADS = {
+    "all-lf": b"GET / HTTP/1.1\nHost: localhost\n\n",
+    "lf-after-the-request-line": b"GET / HTTP/1.1\nHost: localhost\r\n\r\n",
+    "lf-in-a-header": upgrade("/", "localhost").replace(b"Upgrade: websocket\r\n", b"Upgrade: websocket\n"),
+    "lf-blank-line": upgrade("/", "localhost")[:-2] + b"\n",
+}
+
+
+@pytest.mark.parametrize("head", BARE_LF_HEADS.values(), ids=list(BARE_LF_HEADS))
+def test_a_bare_lf_line_end_is_answered_400_at_once(head):
+    """RFC 9112 §2.2: a recipient MAY take a bare LF as a line end; this server does not
+    (common/streams.py says why), and says so with a 400 as soon as the line is in, not
+    after open_timeout: the answer comes within GUARD, far below the server's open_timeout."""
+
+    async def main() -> None:
+        async with serving(open_timeout=OPEN_TIMEOUT) as srv:
+            # The client does not close its end: only the server's answer can end the exchange.
+            status, headers, body = await exchange(srv.port, head)
+            assert status == 400 and headers["connection"] == "close"
+            assert b"bare LF line ending in the request head" in body and b"CRLF" in body
+
+    run(main())
+
+
+def test_a_request_line_longer_than_the_whole_head_limit_gets_414():
+    """RFC 9110 §15.5.15: a target too long to read is 414 (URI Too Long), not 431, ended or not;
+    a head too large over many lines is still 431."""
+    long_target = b"/" + b"a" * (2 * MAX_HEAD)
+
+    async def main() -> None:
+        async with serving(open_timeout=OPEN_TIMEOUT) as srv:
+            for head in (b"GET " + long_target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", b"GET " + long_target):
+                status, _, body = await exchange(srv.port, head)
+                assert status == 414 and b"request line too long" in body
+            many_lines = b"".join(b"X-%d: %s\r\n" % (i, b"c" * 4000) for i in range(MAX_HEAD // 4000 + 2))
+            status, _, body = await exchange(srv.port, b"GET / HTTP/1.1\r\nHost: localhost\r\n" + many_lines + b"\r\n")
+            assert status == 431 and b"request head too large" in body
 
     run(main())
