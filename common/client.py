@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import urllib.parse
 from collections.abc import Generator, Sequence
@@ -46,22 +47,37 @@ def parse_uri(uri: str) -> tuple[bool, str, int, str]:
     return secure, parts.hostname, port, path
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: Headers) -> bytes:
-    """The body of a refusal, so that the error can show the server's reason.
+#: How much of a refusal's body the client reads: enough for the server's
+#: reason (:class:`~common.exceptions.InvalidStatus` quotes 200 characters).
+BODY_LIMIT = 4096
+#: How long, in seconds, the client waits for that much of it to arrive.
+BODY_TIMEOUT = 1.0
 
-    Only a body with a Content-Length up to 64 KiB is read; open_timeout
-    bounds the wait.
+
+async def _read_body(reader: asyncio.StreamReader, headers: Headers) -> bytes:
+    """The start of a refusal's body, so that the error can show the server's reason.
+
+    The status is already known, so the body is read only as far as its
+    Content-Length, :data:`BODY_LIMIT` bytes and :data:`BODY_TIMEOUT`
+    seconds allow, and whatever came by then is the body: a server that
+    announces more than it sends, on a connection it keeps open, does not
+    hold the error back until open_timeout. A body without Content-Length
+    is not read.
     """
     try:
         length = int(headers.get("Content-Length") or "0")
     except ValueError:
         return b""
-    if not 0 < length <= 65536:
-        return b""
-    try:
-        return await reader.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
-        return exc.partial
+    wanted = min(length, BODY_LIMIT)
+    body = bytearray()
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(BODY_TIMEOUT):
+            while len(body) < wanted:
+                chunk = await reader.read(wanted - len(body))
+                if not chunk:
+                    break
+                body += chunk
+    return bytes(body)
 
 
 class connect:
@@ -145,7 +161,7 @@ class connect:
         )
         writer.write(request)
         try:
-            head = await read_head(reader)
+            head = await read_head(reader, "response")
             response = parse_response(head)
         except InvalidMessage as exc:
             raise InvalidMessage(f"invalid answer from the server: {exc}") from None

@@ -154,7 +154,12 @@ class InvalidHost(InvalidHeader):
 
 
 class InvalidStatus(InvalidHandshake):
-    """Client side: the server answered with a status other than 101."""
+    """Client side: the server answered with a status other than 101.
+
+    ``status_code`` is that status; ``body`` is what :func:`common.connect`
+    read of the answer's body: its start, bounded in size and time
+    (:data:`common.client.BODY_LIMIT`, :data:`common.client.BODY_TIMEOUT`).
+    """
 
     def __init__(self, status_code: int, body: bytes = b"") -> None:
         text = body.decode(errors="replace").strip()[:200]

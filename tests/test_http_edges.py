@@ -19,8 +19,9 @@ try:                                    # tests/ as a package or as a plain dire
 except ImportError:
     from helpers import BOUND, run, serving
 
-from common import Headers, ServerConnection
-from common.exceptions import InvalidMessage
+from common import Headers, ServerConnection, connect
+from common.client import BODY_LIMIT
+from common.exceptions import InvalidMessage, InvalidStatus
 from common.http11 import MAX_HEAD, parse_request
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -191,3 +192,77 @@ def test_a_request_line_longer_than_the_whole_head_limit_gets_414():
             assert status == 431 and b"request head too large" in body
 
     run(main())
+
+
+# --------------------------------------------------------- the client's side
+
+
+@contextlib.asynccontextmanager
+async def answering(answer: bytes):
+    """A server on 127.0.0.1 that reads one request head, writes ``answer`` and
+    keeps the connection open until the client closes it; yields its ws:// URL."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            while await reader.read(65536):   # until the client leaves
+                pass
+        writer.close()
+
+    server = await asyncio.start_server(respond, "127.0.0.1", 0)
+    try:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def refused(answer: bytes) -> InvalidStatus | InvalidMessage:
+    """What connect() raises for ``answer``, which must come well before its open_timeout."""
+    async with answering(answer) as url:
+        with pytest.raises((InvalidStatus, InvalidMessage)) as info:
+            await asyncio.wait_for(connect(url, open_timeout=OPEN_TIMEOUT), GUARD)
+    return info.value
+
+
+def test_a_refusal_whose_body_never_ends_fails_with_its_status_at_once():
+    """The status line and headers are in: a 403 whose body is shorter than its Content-Length,
+    on a connection the server keeps open, is InvalidStatus(403) with what came, not a TimeoutError
+    after open_timeout (the answer must come within GUARD, far below it)."""
+    error = run(refused(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nForbidden: origin"))
+    assert isinstance(error, InvalidStatus) and error.status_code == 403
+    assert error.body == b"Forbidden: origin"
+    assert "HTTP 403: Forbidden: origin" in str(error)
+
+
+def test_a_refusal_with_a_large_body_is_read_only_as_far_as_the_bound():
+    """A 404 with a 1 MiB page: the error keeps its first BODY_LIMIT bytes and comes at once."""
+    page = b"<p>not here</p>" + b"x" * (1 << 20)
+    head = b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n" % len(page)
+    error = run(refused(head + page))
+    assert isinstance(error, InvalidStatus) and error.status_code == 404
+    assert error.body == page[:BODY_LIMIT]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"c" * 4000) for i in range(MAX_HEAD // 4000 + 2)),
+        b"HTTP/1.1 200 " + b"O" * (2 * MAX_HEAD),
+    ],
+    ids=["many-lines", "endless-status-line"],
+)
+def test_a_response_head_too_large_is_named_a_response(answer):
+    """The client reads the server's answer: its error says "response head", never "request head"."""
+    error = run(refused(answer))
+    assert isinstance(error, InvalidMessage)
+    assert "invalid answer from the server: response head too large" in str(error)
+    assert "request" not in str(error)
+
+
+def test_a_response_with_bare_lf_line_ends_fails_at_once():
+    """RFC 9112 §2.2, as for requests: the client says what is wrong instead of waiting for open_timeout."""
+    error = run(refused(b"HTTP/1.1 403 Forbidden\nContent-Length: 0\n\n"))
+    assert isinstance(error, InvalidMessage)
+    assert "bare LF line ending in the response head" in str(error)
