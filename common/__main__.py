@@ -41,13 +41,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import logging
 import sys
 import threading
 from collections.abc import Awaitable
 
 from . import CloseCode, ConnectionClosed, InvalidHandshake, ServerConnection, connect, runner, serve
-from .connection import wire_view
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -110,16 +108,6 @@ def shown(message: str | bytes, limit: int = MESSAGE_LIMIT) -> str:
     return repr(cut) + length
 
 
-def escaped(text: str, limit: int | None = MESSAGE_LIMIT) -> str:
-    """One line of ours quoting the network (a close reason, an HTTP body, a
-    header), fit for the terminal: each character ``str.isprintable()`` refuses
-    becomes its escape (ESC as ``\\x1b``, a newline as ``\\n``); past ``limit``
-    characters (None: no limit), the first ``limit`` and the length."""
-    cut = text if limit is None or len(text) <= limit else text[:limit]
-    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in cut)
-    return line if cut is text else f"{line}... ({len(text)} characters)"
-
-
 def _tolerant_stdout() -> None:
     """Characters that standard output cannot encode (an ASCII console, a
     cp1252 pipe on Windows) become escapes rather than a UnicodeEncodeError:
@@ -134,7 +122,7 @@ async def run_client(uri: str) -> int:
     except (OSError, InvalidHandshake, ValueError, TimeoutError) as exc:
         # A refusal quotes the server's body; a malformed answer, its status line.
         # str() of a TimeoutError is empty: name the exception instead.
-        print(f"cannot connect to {uri}: {escaped(str(exc)) or type(exc).__name__}", file=sys.stderr)
+        print(f"cannot connect to {uri}: {runner.escaped(str(exc), MESSAGE_LIMIT) or type(exc).__name__}", file=sys.stderr)
         return 1
     print(f"connected to {uri}; type a message and press Enter (Ctrl+D to quit)", file=sys.stderr)
     loop = asyncio.get_running_loop()
@@ -152,9 +140,9 @@ async def run_client(uri: str) -> int:
         await ws.close()
         await receiver
     except ConnectionClosed as exc:  # its text quotes the close reason the server chose
-        print(f"connection closed: {escaped(str(exc))}", file=sys.stderr)
+        print(f"connection closed: {runner.escaped(str(exc), MESSAGE_LIMIT)}", file=sys.stderr)
         return 1
-    print(f"connection closed: {escaped(str(ws.protocol.closed_exception()))}", file=sys.stderr)
+    print(f"connection closed: {runner.escaped(str(ws.protocol.closed_exception()), MESSAGE_LIMIT)}", file=sys.stderr)
     return 0
 
 
@@ -268,25 +256,9 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-class _EscapingFormatter(logging.Formatter):
-    """Log lines with their control characters escaped: the wire view quotes
-    the peer's close reason, status line and headers as they came."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return escaped(super().formatMessage(record), limit=None)
-
-
-def _configure_logging(verbosity: int) -> None:
-    """Warnings from everyone; with -v or -vv, the library's wire view too (and nobody else's)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_EscapingFormatter("%(asctime)s %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    wire_view(verbosity)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    runner.configure_logging(args.verbose)
     if args.command == "explain":
         return run_explain(args)
     try:
@@ -299,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         # The echo server closed all the same (Ctrl+C on Windows): a clean stop, as on SIGINT elsewhere.
         return 0 if args.command == "echo" else 130
     except OSError as exc:
-        print(f"error: {escaped(str(exc))}", file=sys.stderr)
+        print(f"error: {runner.escaped(str(exc), MESSAGE_LIMIT)}", file=sys.stderr)
         return 1
 
 

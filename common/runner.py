@@ -23,7 +23,9 @@ The pieces:
   log), ``--certfile``/``--keyfile`` and ``-v``. A stage may add its own.
 * :func:`parse` parses them, turns on the wire view for ``-v`` (the logger
   ``"common"`` at DEBUG, nothing else; ``-vv`` adds each frame's
-  bytes: see :func:`common.connection.wire_view`) and loads the certificate into
+  bytes: see :func:`common.connection.wire_view`), with every log line's
+  control characters escaped (:func:`configure_logging`, :func:`escaped`:
+  the wire view quotes what the peer sent), and loads the certificate into
   ``args.ssl`` (None without ``--certfile``): a bad one exits with 2 and one
   line, ``error: cannot load the certificate ...``.
 * :func:`stopped` waits for Ctrl+C or SIGTERM (or :func:`stop_event` set by
@@ -141,8 +143,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> Arg
     args = parser.parse_args(argv)
     if args.keyfile and not args.certfile:
         parser.error("--keyfile goes with --certfile")
-    logging.basicConfig(format="%(asctime)s %(message)s")
-    wire_view(args.verbose)
+    configure_logging(args.verbose)
     args.ssl = None
     if args.certfile:
         try:
@@ -153,6 +154,35 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> Arg
             parser.exit(2, f"error: cannot load the certificate {args.certfile}"
                            f" (key: {args.keyfile or 'in the same file'}): {why}\n")
     return args
+
+
+def configure_logging(verbosity: int) -> None:
+    """Warnings from everyone; with -v or -vv, the library's wire view too.
+
+    Each line has its control characters escaped (:func:`escaped`): the wire
+    view quotes the peer's close reason, request or status line and headers
+    as they came, and a terminal must not act on them.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(_EscapingFormatter("%(asctime)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    wire_view(verbosity)
+
+
+class _EscapingFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escaped(super().formatMessage(record))
+
+
+def escaped(text: str, limit: int | None = None) -> str:
+    """One line of ours quoting the network (a close reason, an HTTP body, a
+    header), fit for the terminal: each character ``str.isprintable()`` refuses
+    becomes its escape (ESC as ``\\x1b``, a newline as ``\\n``); past ``limit``
+    characters (None: no limit), the first ``limit`` and the length."""
+    cut = text if limit is None or len(text) <= limit else text[:limit]
+    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in cut)
+    return line if cut is text else f"{line}... ({len(text)} characters)"
+
 
 
 # ------------------------------------------------------------------ running

@@ -23,6 +23,7 @@ import pytest
 
 import common
 from common import __main__ as cli
+from common import runner
 from common.explain import explain
 
 REPO = Path(__file__).resolve().parent.parent
@@ -392,9 +393,9 @@ def test_shown_renders_a_message_readable_and_inert(message, seen) -> None:
 
 def test_escaped_escapes_control_characters_in_place() -> None:
     """Our own line around network text: only the text's control characters become escapes."""
-    assert cli.escaped(f"reason {TITLE}ok\r\n\u00e9") == r"reason \x1b]0;pwned\x07ok\r\n" + "\u00e9"
-    assert cli.escaped("q" * 1001) == "q" * 1000 + "... (1001 characters)"
-    assert cli.escaped("q" * 1001, limit=None) == "q" * 1001
+    assert runner.escaped(f"reason {TITLE}ok\r\n\u00e9") == r"reason \x1b]0;pwned\x07ok\r\n" + "\u00e9"
+    assert runner.escaped("q" * 1001, cli.MESSAGE_LIMIT) == "q" * 1000 + "... (1001 characters)"
+    assert runner.escaped("q" * 1001) == "q" * 1001
 
 
 def test_client_help_says_how_messages_are_shown() -> None:

@@ -167,6 +167,22 @@ def test_test2_vv_frames_read_back_with_explain(tmp_path):
     assert any(line.endswith("> HTTP/1.1 101 Switching Protocols") for line in lines)
 
 
+def test_the_wire_view_escapes_what_the_peer_sent(tmp_path):
+    """-vv quotes a close reason as it came: its control characters are shown
+    as escapes, so that a peer cannot retitle or clear the terminal."""
+    with running_stage("test2", "-vv", tmp_path=tmp_path) as stage:
+
+        async def scenario() -> None:
+            async with connect(stage.url()) as ws:
+                await ws.close(4000, "\x1b]0;pwned\x07\x1b[2J")
+
+        run(scenario())
+        stage.wait_for_output("= connection is CLOSED: the client closed with 4000")
+    output = stage.output()
+    assert "\x1b" not in output and "\x07" not in output
+    assert r"\x1b]0;pwned\x07\x1b[2J" in output
+
+
 def test_test1_sees_a_client_leave_that_sent_more_than_max_queue_messages(tmp_path):
     """test1 never reads; a client that sent 20 messages then drops still gets "Bye, client" at once."""
     with running_stage("test1", "-v", tmp_path=tmp_path) as stage:
