@@ -363,8 +363,10 @@ REFUSALS = {
         GOOD.replace("Upgrade: websocket\r\n", ""), {"origins": ["https://example.org"]}, InvalidUpgrade, 426,
         [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")],
     ),
-    "bad-deflate-offer": (
-        GOOD.replace("Origin:", "Sec-WebSocket-Extensions: permessage-deflate; x=1\r\nOrigin:"),
+    # RFC 7692 §7 declines an offer with a bad parameter (below); only a header
+    # that breaks RFC 6455 §9.1's grammar cannot be read as offers at all.
+    "malformed-extensions-header": (
+        GOOD.replace("Origin:", "Sec-WebSocket-Extensions: permessage-deflate; =1\r\nOrigin:"),
         {"compression": "deflate"}, NegotiationError, 400, [],
     ),
 }
@@ -376,6 +378,13 @@ def test_accept_request_refuses_with_the_status_and_headers_to_answer(head, sett
     with pytest.raises(error) as info:
         accept_request(request(head), **settings)
     assert type(info.value) is error and info.value.status == status and info.value.headers == headers
+
+
+def test_accept_request_declines_a_deflate_offer_with_an_unknown_parameter():
+    """RFC 7692 §7: "A server MUST decline an extension negotiation offer" with an unknown
+    parameter: the connection opens, uncompressed, with no Sec-WebSocket-Extensions."""
+    head = GOOD.replace("Origin:", "Sec-WebSocket-Extensions: permessage-deflate; x=1\r\nOrigin:")
+    assert accept_request(request(head), compression="deflate") == Accept(UPGRADE_101, None, None)
 
 
 # ------------------------------------------------------- the client's check
