@@ -92,12 +92,12 @@ LONG_TARGET = b"/" + b"a" * (MAX_LINE + 10)
 
 
 BAD_REQUESTS = [
-    ("request line over MAX_LINE", b"GET " + LONG_TARGET + b" HTTP/1.1\r\nHost: x\r\n\r\n", {414, 431, 400}),
+    ("request line over MAX_LINE", b"GET " + LONG_TARGET + b" HTTP/1.1\r\nHost: x\r\n\r\n", {414}),
     ("header line over MAX_LINE", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_LINE + 10) + b"\r\n\r\n",
      {431, 400}),
     ("head over MAX_HEAD", b"GET / HTTP/1.1\r\nHost: x\r\n"
      + b"".join(b"X-%d: %s\r\n" % (i, b"c" * 4000) for i in range(MAX_HEAD // 4000 + 2)) + b"\r\n", {431}),
-    ("request line with no end, over MAX_HEAD", b"GET /" + b"a" * (2 * MAX_HEAD), {414, 431, 400}),
+    ("request line with no end, over MAX_HEAD", b"GET /" + b"a" * (2 * MAX_HEAD), {414}),
     ("too many headers", HANDSHAKE[:-2] + b"".join(b"X-%d: y\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n",
      {431}),
     ("garbage bytes", bytes(range(256)) + b"\r\n\r\n", {400}),
@@ -106,7 +106,7 @@ BAD_REQUESTS = [
     ("a request with a body", HANDSHAKE[:-2] + b"Content-Length: 5\r\n\r\nhello", {400}),
     ("a chunked body", HANDSHAKE[:-2] + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", {400}),
     ("POST", HANDSHAKE.replace(b"GET", b"POST"), {405}),
-    ("absolute-form target", HANDSHAKE.replace(b"GET /", b"GET http://evil.example/"), {400}),
+    ("absolute-form target without a host", HANDSHAKE.replace(b"GET /", b"GET http:///"), {400}),
     ("NUL in a header value", HANDSHAKE[:-2] + b"X-Nul: a\x00b\r\n\r\n", {400}),
     ("obsolete line folding", HANDSHAKE[:-2] + b"X-Fold: a\r\n  b\r\n\r\n", {400}),
 ]
