@@ -222,7 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     explain_parser = commands.add_parser(
         "explain", help="explain frames (hex) or a handshake (text), field by field",
         description="Explain WebSocket frames given as hex, or an opening handshake given as text, field by"
-        " field with the sections of RFC 6455. Input: the arguments, else --file, else standard input.",
+        " field with the sections of RFC 6455. Input: the arguments, else --file, else standard input. Frames"
+        " are explained as their hex is read, so a capture of any length takes little memory; a handshake is"
+        " read whole (at most 1,048,576 characters).",
     )
     explain_parser.add_argument("hex", nargs="*", help="frame bytes in hex, such as 81 05 48 65 6c 6c 6f")
     explain_parser.add_argument("--file", "-f", metavar="F", help="read the frames or the handshake from F")
@@ -238,19 +240,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    """Print the explanation; 0 if the input was read, 1 if it could not be (no hex, no file)."""
-    from .explain import explain
+    """Print the explanation as it goes; 0 if the input was read, 1 if it could not be (bad hex, no file).
+
+    A file or standard input is read a piece at a time and each frame is
+    explained as its hex arrives: memory does not grow with the number of
+    frames (:func:`common.explain.explain_stream`). On bad hex, the frames
+    before it stay explained and the error follows.
+    """
+    from collections.abc import Iterable
+
+    from .explain import PIECE, explain_stream
+
+    def explain_from(pieces: Iterable[str]) -> None:
+        for lines in explain_stream(pieces, side=args.side, deflate=args.deflate, key=args.key):
+            sys.stdout.write(lines)
 
     try:
         if args.hex:
-            text = " ".join(args.hex)
+            explain_from([" ".join(args.hex)])
         elif args.file:
             with open(args.file, encoding="utf-8", errors="replace") as f:
-                text = f.read()
+                explain_from(iter(lambda: f.read(PIECE), ""))
         else:
-            text = sys.stdin.read()
-        print(explain(text, side=args.side, deflate=args.deflate, key=args.key), end="")
+            explain_from(iter(lambda: sys.stdin.read(PIECE), ""))
     except (OSError, ValueError) as exc:
+        sys.stdout.flush()  # the explanation so far, then the error
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -6,6 +6,9 @@
 
 Frames come as hex (spaces and newlines ignored, several frames in a row);
 a handshake as text, a request (``GET ...``) or a response (``HTTP/1.1 ...``).
+:func:`explain_stream` reads the input in pieces and explains each frame as
+its hex arrives, so that memory holds one frame, not the whole input nor the
+whole explanation: a capture of a million frames costs what one frame does.
 Everything that decides goes through the library's own code: each frame is
 fed to a :class:`~common.protocol.Receiver`, which unmasks, inflates, checks
 UTF-8 and the close payload and raises the error a connection would fail
@@ -17,18 +20,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import re
-import string
+from collections.abc import Iterable, Iterator
 
 from .deflate import NAME as DEFLATE
 from .deflate import Params, PerMessageDeflate, parse_extensions
 from .exceptions import InvalidHandshake, NegotiationError, ProtocolError
 from .frames import Close, FrameHeader, IncompleteHeader, Opcode, apply_mask, is_valid_close_code, parse_header
 from .handshake import GUID, accept_key, accept_request
-from .http11 import Headers, parse_request, parse_response
+from .http11 import MAX_HEAD, Headers, parse_request, parse_response
 from .protocol import Event, Receiver
 
-__all__ = ["explain", "explain_frames", "explain_handshake", "parse_hex"]
+__all__ = ["explain", "explain_stream", "explain_frames", "explain_handshake", "parse_hex", "hex_chunks"]
 
 #: Payloads longer than this are shown by their first and last bytes.
 SHOWN = 64
@@ -74,25 +78,156 @@ HEADER_ROLES = {
 # --------------------------------------------------------------------------- input
 
 
+#: How many characters of a file or standard input the command reads at a time.
+PIECE = 1 << 16
+
+#: A handshake is read whole, up to this many characters: 16 times the most
+#: the library reads of a head (MAX_HEAD), room for any real one.
+HANDSHAKE_LIMIT = 16 * MAX_HEAD
+
+# What starts a handshake (a request line, or a status line), and what may
+# still become one as more text comes.
+_HANDSHAKE = re.compile(r"\s*([A-Za-z]+ \S+ HTTP/|HTTP/)")
+_HANDSHAKE_START = re.compile(r"\s*(?:[A-Za-z]+(?: \S*(?: (?:H|HT|HTT|HTTP)?)?)?)?\Z")
+
+# Left out of hex: spaces, newlines and 0x prefixes; then anything else is not hex.
+_HEX_NOISE = re.compile(r"0[xX](?=[0-9a-fA-F])|\s")
+_NOT_HEX = re.compile(r"[^0-9a-fA-F]")
+
+
 def parse_hex(text: str) -> bytes:
     """Bytes from hex digits; spaces, newlines and ``0x`` prefixes are ignored."""
-    digits = re.sub(r"0[xX](?=[0-9a-fA-F])|\s", "", text)
-    bad = next((c for c in digits if c not in string.hexdigits), None)
-    if bad is not None:
-        raise ValueError(f"not hex: {bad!r} (frames are given as hex bytes, such as 81 05 48 65 6c 6c 6f)")
-    if len(digits) % 2:
-        raise ValueError(f"an odd number of hex digits ({len(digits)}): each byte is two digits")
-    return bytes.fromhex(digits)
+    return b"".join(hex_chunks([text]))
+
+
+def hex_chunks(pieces: Iterable[str]) -> Iterator[bytes]:
+    """Bytes from hex that comes in pieces (a file read part by part), as it comes.
+
+    Like :func:`parse_hex`, and a piece may end anywhere: inside a ``0x`` or
+    between the two digits of a byte. Raises ValueError at the first
+    character that is not hex, or at the end after an odd number of digits.
+    """
+    held = ""  # the end of the last piece, when it may start a 0x prefix
+    half = ""  # a digit waiting for the other half of its byte
+    count = 0  # digits so far, for the error
+    pieces = iter(pieces)
+    while True:
+        piece = next(pieces, None)
+        text = held + (piece or "")
+        digits = _HEX_NOISE.sub("", text)
+        held = ""
+        if piece is not None:
+            # Whether a 0x is a prefix depends only on the next character, so
+            # all is decided but a "0x" or "0" at the very end, which the next
+            # piece may complete: it waits for that piece.
+            keep = 2 if text.endswith(("0x", "0X")) else 1 if text.endswith("0") else 0
+            held = text[len(text) - keep :]
+            digits = digits[: len(digits) - keep]
+        bad = _NOT_HEX.search(digits)
+        if bad is not None:
+            raise ValueError(f"not hex: {bad.group()!r} (frames are given as hex bytes, such as 81 05 48 65 6c 6c 6f)")
+        count += len(digits)
+        digits = half + digits
+        half = digits[-1] if len(digits) % 2 else ""
+        if len(digits) > 1:
+            yield bytes.fromhex(digits[: len(digits) - len(half)])
+        if piece is None:
+            break
+    if half:
+        raise ValueError(f"an odd number of hex digits ({count}): each byte is two digits")
 
 
 def explain(text: str, *, side: str | None = None, deflate: bool = False, key: str | None = None) -> str:
     """Explain ``text``: a handshake if it starts like one, else frames in hex."""
-    if re.match(r"\s*([A-Za-z]+ \S+ HTTP/|HTTP/)", text):
-        return explain_handshake(text, key=key)
-    return explain_frames(parse_hex(text), side=side, deflate=deflate)
+    return "".join(explain_stream([text], side=side, deflate=deflate, key=key))
+
+
+def explain_stream(
+    pieces: Iterable[str], *, side: str | None = None, deflate: bool = False, key: str | None = None
+) -> Iterator[str]:
+    """Explain text that comes in pieces, such as a file read part by part, as it comes.
+
+    Yields the explanation a few whole lines at a time (each line ending
+    with a newline). Frames are explained one by one as their hex arrives:
+    memory holds a piece and one frame, whatever the number of frames; bad
+    hex raises ValueError where it is found, after the frames before it. A
+    handshake is read whole: more than :data:`HANDSHAKE_LIMIT` characters of
+    it raise ValueError.
+    """
+    pieces = iter(pieces)
+    start = ""
+    while True:  # read until the start tells a handshake from hex
+        piece = next(pieces, None)
+        start += piece or ""
+        if (piece is None or _HANDSHAKE.match(start) or not _HANDSHAKE_START.match(start)
+                or len(start) > HANDSHAKE_LIMIT):
+            break
+    if not _HANDSHAKE.match(start):
+        yield from _frame_lines(_Input(hex_chunks(itertools.chain([start], pieces))), side, deflate)
+        return
+    parts = [start]
+    size = len(start)
+    for piece in pieces:
+        parts.append(piece)
+        size += len(piece)
+        if size > HANDSHAKE_LIMIT:
+            break
+    if size > HANDSHAKE_LIMIT:
+        raise ValueError(f"more than {HANDSHAKE_LIMIT:,} characters of handshake: a server reads at most"
+                         f" {MAX_HEAD:,} bytes of one (common.http11.MAX_HEAD)")
+    yield explain_handshake("".join(parts), key=key)
 
 
 # --------------------------------------------------------------------------- frames
+
+
+class _Input:
+    """Bytes that come in chunks, read a frame at a time.
+
+    Only what is not read yet of the chunks that came is held, so memory does
+    not grow with the input; each read copies the bytes it returns, never the
+    rest of the input.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = bytearray()
+        self._pos = 0
+
+    def _fill(self, size: int) -> int:
+        """Read chunks until ``size`` bytes are here or the input ends; how many are."""
+        buffer = self._buffer
+        while len(buffer) - self._pos < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            del buffer[: self._pos]  # what was read goes: once per chunk, not once per frame
+            self._pos = 0
+            buffer += chunk
+        return min(size, len(buffer) - self._pos)
+
+    def peek(self, size: int) -> bytes:
+        """The next ``size`` bytes, fewer where the input ends; they stay unread."""
+        size = self._fill(size)
+        with memoryview(self._buffer) as view:
+            return bytes(view[self._pos : self._pos + size])
+
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes, fewer where the input ends."""
+        data = self.peek(size)
+        self._pos += len(data)
+        return data
+
+    def skip(self) -> int:
+        """Read to the end without keeping anything; how many bytes there were."""
+        skipped = len(self._buffer) - self._pos
+        self._buffer.clear()
+        self._pos = 0
+        return skipped + sum(len(chunk) for chunk in self._chunks)
+
+
+#: The longest frame header: 2 bytes, a 64-bit length and a masking key (§5.2).
+_MAX_HEADER = 14
 
 
 def explain_frames(data: bytes, *, side: str | None = None, deflate: bool = False) -> str:
@@ -104,21 +239,22 @@ def explain_frames(data: bytes, *, side: str | None = None, deflate: bool = Fals
     a compressed message (RFC 7692 §6). The receiver has the default
     ``max_size`` of :func:`~common.serve` and :func:`~common.connect`.
     """
-    if not data:
-        return "nothing to explain: no bytes given\n"
-    out: list[str] = []
+    return "".join(_frame_lines(_Input([data]), side, deflate))
+
+
+def _frame_lines(source: _Input, side: str | None, deflate: bool) -> Iterator[str]:
+    """:func:`explain_frames` on bytes that come in chunks, a frame's lines at a time."""
     inflated: list[bytes] = []  # what the receiver's log saw a compressed frame inflate to
     receiver: Receiver | None = None
-    pos, number = 0, 0
-    while pos < len(data):
+    number = 0
+    while head := source.peek(_MAX_HEADER):
         number += 1
-        rest = data[pos:]
         try:
-            header = parse_header(rest)
+            header = parse_header(head)
         except IncompleteHeader as exc:
-            out.append(f"frame {number}: truncated header: {exc.available} byte(s) here, the header needs"
-                       f" {exc.needed}: {exc.needed - exc.available} missing (§5.2)")
-            break
+            yield (f"frame {number}: truncated header: {exc.available} byte(s) here, the header needs"
+                   f" {exc.needed}: {exc.needed - exc.available} missing (§5.2)\n")
+            return
         if receiver is None:
             side = side or ("client" if header.masked else "server")
             receiver = Receiver(
@@ -126,27 +262,27 @@ def explain_frames(data: bytes, *, side: str | None = None, deflate: bool = Fals
                 extension=PerMessageDeflate() if deflate else None,
                 log=lambda opcode, fin, compressed, payload, size, wire: inflated.append(payload),
             )
-        frame = rest[: header.size + header.length]
-        out.append(f"frame {number}: {_summary(header)}, {len(frame)} bytes, from the {side}")
+        frame = source.read(header.size + header.length)
+        out = [f"frame {number}: {_summary(header)}, {len(frame)} bytes, from the {side}"]
         # A continuation's payload is shown as what its message is: text or binary.
         kind = receiver.opcode if header.opcode == Opcode.CONT and receiver.opcode is not None else header.opcode
         out += _fields(header, frame, deflate, kind)
         inflated.clear()
-        if not _received(receiver, frame, header, deflate, inflated, out):
-            if len(frame) < len(rest):
-                out.append(f"the other {len(rest) - len(frame)} byte(s) are not read: the connection is failed"
-                           " (§7.1.7)")
-            break
-        if len(frame) < header.size + header.length:
+        failed = not _received(receiver, frame, header, deflate, inflated, out)
+        if failed and (unread := source.skip()):
+            out.append(f"the other {unread} byte(s) are not read: the connection is failed (§7.1.7)")
+        elif not failed and len(frame) < header.size + header.length:
             missing = header.size + header.length - len(frame)
             out.append(f"  truncated: the frame is {len(frame) + missing} bytes, {len(frame)} are here:"
                        f" {missing} missing (§5.2)")
-            break
-        pos += len(frame)
-    else:
-        if receiver is not None and receiver.opcode is not None:
-            out.append("the bytes end inside a fragmented message: its last frame (FIN 1) has not come (§5.4)")
-    return "\n".join(out) + "\n"
+            failed = True
+        yield "\n".join(out) + "\n"
+        if failed:
+            return
+    if number == 0:
+        yield "nothing to explain: no bytes given\n"
+    elif receiver is not None and receiver.opcode is not None:
+        yield "the bytes end inside a fragmented message: its last frame (FIN 1) has not come (§5.4)\n"
 
 
 def _received(

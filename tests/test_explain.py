@@ -8,8 +8,10 @@ and section the library's receiver gives.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import tracemalloc
 import zlib
 
 import pytest
@@ -457,3 +459,107 @@ def test_close_code_enum_and_table_agree() -> None:
     from common.explain import CLOSE_CODES
     sendable = {code for code in CloseCode if code not in (1005, 1006, 1015)}
     assert set(CLOSE_CODES) == sendable
+
+
+# ------------------------------------------------------------------ input of any size
+
+
+class _Sink:
+    """Standard output that counts what it is given and keeps none of it."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def write(self, text: str) -> int:
+        self.lines += text.count("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _peak_explaining(path, frames: int) -> tuple[int, int]:
+    """Peak memory (tracemalloc) of ``explain --from server --file path``, and the lines it printed."""
+    path.write_text("8a00" * frames)  # empty pongs
+    sink = _Sink()
+    tracemalloc.start()
+    try:
+        with contextlib.redirect_stdout(sink):  # type: ignore[type-var]
+            assert main(["explain", "--from", "server", "--file", str(path)]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, sink.lines
+
+
+def test_memory_does_not_grow_with_the_number_of_frames(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command explains each frame as its hex is read and prints it at once: 4 times as many frames
+    cost no more memory, where holding the explanation until the end (or copying the rest of the input
+    for each frame) costs megabytes more."""
+    import common.explain
+    monkeypatch.setattr(common.explain, "PIECE", 1024, raising=False)  # small pieces: many of them, quickly
+    frames = 2500  # 10 KB of hex
+    _peak_explaining(tmp_path / "warm-up.hex", 100)  # what the first run alone allocates (caches)
+    small, small_lines = _peak_explaining(tmp_path / "small.hex", frames)
+    large, large_lines = _peak_explaining(tmp_path / "large.hex", 4 * frames)
+    assert large_lines == 4 * small_lines == 4 * 12 * frames  # every frame explained, 12 lines each
+    assert large < small + 256 * 1024, f"{frames} frames: peak {small} bytes; {4 * frames} frames: {large} bytes"
+
+
+STREAMED = [
+    "0x81 0x05 0x48 0x65 0x6c 0x6c 0x6f",                            # 0x prefixes
+    "0x8a0x00 8a 000x8a 00 8a0000",                                  # 0x after digits, a 0 before one
+    "81 85 37 fa 21 3d\n7f 9f 4d 51 58\n  8a00 8a00 01 03 48 65 6c 80 02 6c 6f",  # masked, then unmasked: an error
+    "c1 07 f2 48 cd c9 c9 07 00 0100 80",                           # compressed, a fragment, a continuation
+    "88 02 03 e8 89 00",                                             # a close, then bytes not read
+    "81 7e 01",                                                      # a truncated header
+    RFC_REQUEST,
+    RFC_RESPONSE,
+    "\n  \n" + RFC_REQUEST.replace("GET /chat", "GET /" + "c" * 300),  # a long request line
+    "",
+]
+
+
+@pytest.mark.parametrize("text", STREAMED)
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_the_input_may_come_in_pieces_of_any_size(text: str, size: int) -> None:
+    """explain_stream (what the command reads a file with) says what explain says of the whole text, wherever
+    the pieces end: between a byte's two digits, inside a 0x, inside the request line."""
+    from common.explain import explain_stream
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
+    assert "".join(explain_stream(pieces, deflate="c1" in text)) == explain(text, deflate="c1" in text)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("81 0g", "not hex: 'g'"), ("81 5", r"an odd number of hex digits \(3\)"), ("0x8 0x 1", "not hex: 'x'"),
+])
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_bad_hex_in_pieces_is_refused_as_a_whole(text: str, error: str, size: int) -> None:
+    from common.explain import hex_chunks
+    with pytest.raises(ValueError, match=error):
+        parse_hex(text)
+    with pytest.raises(ValueError, match=error):
+        list(hex_chunks(text[i : i + size] for i in range(0, len(text), size)))
+
+
+def test_command_explains_the_frames_before_bad_hex_then_says_where_it_stopped(tmp_path) -> None:
+    """Bad hex after a long capture: the frames read before it are explained, then the error, in one line."""
+    path = tmp_path / "capture.hex"
+    path.write_text("8a00 " * 40_000 + "zz")  # 200 KB: the error is far past the first pieces read
+    run = subprocess.run([sys.executable, "-m", "common", "explain", "--file", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stdout.startswith("frame 1: final pong frame, unmasked, 2 bytes, from the server\n")
+    assert run.stderr == "error: not hex: 'z' (frames are given as hex bytes, such as 81 05 48 65 6c 6c 6f)\n"
+
+
+def test_command_refuses_a_handshake_beyond_the_limit_in_one_line(tmp_path) -> None:
+    """A handshake is read whole: past HANDSHAKE_LIMIT characters, one line says so, no traceback."""
+    from common.explain import HANDSHAKE_LIMIT
+    path = tmp_path / "huge.txt"
+    path.write_text(RFC_REQUEST + "X-Padding: " + "a" * HANDSHAKE_LIMIT + "\n")
+    run = subprocess.run([sys.executable, "-m", "common", "explain", "--file", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == (f"error: more than {HANDSHAKE_LIMIT:,} characters of handshake: a server reads at most"
+                          " 65,536 bytes of one (common.http11.MAX_HEAD)\n")
