@@ -6,7 +6,7 @@
   that the server inflates a stream that zlib's compressor did not make (and
   with a true 256-byte window, which zlib cannot make);
 * ``frame``: a client frame (masked) as raw bytes; ``agreed``: the parameters
-  an extension ended up with; ``MALFORMED_OFFERS``: offers the server refuses.
+  an extension ended up with; ``MALFORMED_OFFERS``: offers the server declines.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> byt
     return rawws.build_frame(opcode, payload, fin=fin, rsv=rsv)
 
 
-# Offers the server refuses with HTTP 400, each with words its message must contain.
+# Offers the server declines (RFC 7692 §7), each with words the reason for declining must contain.
 MALFORMED_OFFERS = [
     ("permessage-deflate; server_no_context_takeover; server_no_context_takeover", "duplicate"),
     ("permessage-deflate; client_no_context_takeover; client_no_context_takeover", "duplicate"),
