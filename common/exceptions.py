@@ -29,6 +29,7 @@ Close codes appear here as numbers, with their
 
 from __future__ import annotations
 
+import dataclasses
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -86,15 +87,32 @@ class ConnectionClosed(WebSocketException):
         return self.rcvd.reason if self.rcvd is not None else ""
 
     def __str__(self) -> str:
+        """Which close frames went each way, such as ``received 1008 (policy
+        violation), reason 'too fast'; then sent 1008 (policy violation), reason
+        'too fast'``: the reason is quoted apart from the code's name."""
+        rcvd, sent = _described(self.rcvd), _described(self.sent)
         if self.rcvd is None and self.sent is None:
             return "no close frame received or sent"
         if self.rcvd is None:
-            return f"sent {self.sent}; no close frame received"
+            return f"sent {sent}; no close frame received"
         if self.sent is None:
-            return f"received {self.rcvd}; no close frame sent"
+            return f"received {rcvd}; no close frame sent"
         if self.rcvd_then_sent:
-            return f"received {self.rcvd}; then sent {self.sent}"
-        return f"sent {self.sent}; then received {self.rcvd}"
+            return f"received {rcvd}; then sent {sent}"
+        return f"sent {sent}; then received {rcvd}"
+
+
+def _described(close: Close | None) -> str:
+    """A close frame in words: its code and name, then its reason (if any) as ``repr()``.
+
+    The code's name is :class:`~common.frames.Close`'s own (its text without
+    the reason); the reason is quoted, so that it cannot be read as part of
+    the name, and its control characters are escapes.
+    """
+    if close is None:
+        return ""
+    code = str(dataclasses.replace(close, reason=""))
+    return f"{code}, reason {close.reason!r}" if close.reason else code
 
 
 class ConnectionClosedOK(ConnectionClosed):

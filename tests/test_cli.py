@@ -331,9 +331,24 @@ def test_client_shows_escapes_in_messages_and_close_reason(verbose, code, status
         "< " + "x" * 1000 + "... (3000 characters)",
         "< plain",
     ]
-    assert rf"connection closed: received {code} (" in err
-    assert r") bye\x1b]0;pwned\x07\x1b[2J" in err
+    name = "normal closure" if code == 1000 else "application"
+    assert rf"connection closed: received {code} ({name}), reason 'bye\x1b]0;pwned\x07\x1b[2J'" in err
     assert "Traceback" not in err
+
+
+def test_client_close_line_quotes_the_reason_apart_from_the_code() -> None:
+    """A server that refuses with 1008 and a reason (test4's): the client's last line names the code,
+    then the reason quoted on its own, never run into the code's name."""
+    reason = "the first message must be COMMS or DATA"
+
+    async def handler(ws: common.ServerConnection) -> None:
+        await ws.close(common.CloseCode.POLICY_VIOLATION, reason)
+
+    status, out, err = session_output(handler)
+    assert status == 1, err
+    assert out == ""
+    assert err.splitlines()[-1] == (f"connection closed: received 1008 (policy violation), reason '{reason}';"
+                                    f" then sent 1008 (policy violation), reason '{reason}'")
 
 
 def test_client_shows_a_refusal_escaped() -> None:
