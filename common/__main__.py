@@ -7,10 +7,12 @@
 The echo server is the usual target of conformance suites; the client prints
 what arrives and sends each line typed (try it against test2: ``GET_TIME``).
 ``--subprotocol chat`` (repeatable, in order of preference) makes the echo
-server select that subprotocol when a client offers it; on Ctrl+C or SIGTERM
-it closes every connection with 1001 and the reason "server shutting down",
-and exits with status 0 (on Windows too, where asyncio cannot catch signals:
-the stop is the stages', :func:`common.runner.stop_event`).
+server select that subprotocol when a client offers it. It starts and stops
+as a stage does (:func:`common.runner.run`): ``listening on ws://HOST:PORT/``
+first; on Ctrl+C or SIGTERM it closes every connection with 1001 and the
+reason "server shutting down", prints ``server stopped`` and exits with
+status 0 (on Windows too, where asyncio cannot catch signals); a port in use
+is one line, ``error: ...``, and status 1.
 ``explain`` reads frames as hex (arguments, a file or standard input) or an
 opening handshake as text, and says field by field what they mean
 (:mod:`common.explain`).
@@ -60,17 +62,18 @@ SHUTDOWN_REASON = "server shutting down"
 async def run_echo(host: str, port: int, max_size: int, subprotocols: list[str]) -> None:
     """Serve until Ctrl+C or SIGTERM, then close every connection with 1001 and SHUTDOWN_REASON.
 
-    The stop is the stages' own (:func:`common.runner.stop_event`): the
-    signals set it where the loop can catch them (POSIX); on Windows, where
-    it cannot, Ctrl+C cancels this coroutine instead, and the server closes
-    the same way before :func:`main` sees the KeyboardInterrupt.
+    Run by :func:`common.runner.run`, as a stage is: the stop is the stages'
+    own (:func:`common.runner.stopped`), set by the signals where the loop
+    can catch them (POSIX); on Windows, where it cannot, Ctrl+C cancels this
+    coroutine instead, and the server closes the same way. Its first line is
+    the stages' first line, ``listening on ws://HOST:PORT/``; ``runner.run``
+    prints ``server stopped`` once every connection is closed.
     """
-    stop = runner.stop_event()  # the signal handlers, before anything listens
     async with serve(echo, host, port, max_size=max_size, max_queue=64, subprotocols=subprotocols or None) as server:
         host_, port_ = server.sockets[0].getsockname()[:2]
-        print(f"listening on ws://{host_}:{port_}", flush=True)
+        print(f"listening on ws://{host_}:{port_}/", flush=True)  # as runner.announce says it
         try:
-            await stop.wait()
+            await runner.stopped()
         finally:
             server.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
 
@@ -275,15 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     runner.configure_logging(args.verbose)
     if args.command == "explain":
         return run_explain(args)
+    if args.command == "echo":
+        # Exit status, Ctrl+C (Windows too), "server stopped", "error: ..." for a port in use: the stages'.
+        return runner.run(run_echo(args.host, args.port, args.max_size, args.subprotocol))
     try:
-        if args.command == "echo":
-            asyncio.run(run_echo(args.host, args.port, args.max_size, args.subprotocol))
-            return 0
         _tolerant_stdout()
         return asyncio.run(run_client(args.uri))
     except KeyboardInterrupt:
-        # The echo server closed all the same (Ctrl+C on Windows): a clean stop, as on SIGINT elsewhere.
-        return 0 if args.command == "echo" else 130
+        return 130
     except OSError as exc:
         print(f"error: {runner.escaped(str(exc), MESSAGE_LIMIT)}", file=sys.stderr)
         return 1

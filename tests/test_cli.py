@@ -111,7 +111,7 @@ def echo_server(*args: str, python: tuple[str, ...] = ("-m", "common")) -> Itera
     """`python3 -m common [args] --port 0` (args include "echo"), and its ws:// URL once it listens."""
     with running(*args, "--port", "0", stdin=subprocess.DEVNULL, python=python) as server:
         line = server.wait_for("listening on ws://", stream="stdout").strip().splitlines()[-1]
-        yield server, line.split("listening on ", 1)[1] + "/"
+        yield server, line.split("listening on ", 1)[1]
 
 
 @contextlib.contextmanager
@@ -255,6 +255,35 @@ def test_echo_says_why_it_closes_when_stopped() -> None:
     with echo_server("echo") as (server, url):
         assert asyncio.run(closed_by_server(url, server)) == (1001, "server shutting down")
         assert server.finish() == 0
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["no client", "after a client left"])
+def test_echo_starts_and_stops_as_a_stage_does(session: bool) -> None:
+    """echo says where it listens as the stages do (``ws://HOST:PORT/``, with the path), and on
+    SIGINT exits at once with status 0 after ``server stopped``, with or without a client before."""
+    with echo_server("echo") as (server, url):
+        assert url.startswith("ws://127.0.0.1:") and url.endswith("/") and not url.endswith("//")
+        if session:
+            with running("client", url) as client:
+                client.write("hello\n")
+                assert client.finish() == 0, client.stderr
+            assert client.stdout == "< hello\n"
+        server.proc.send_signal(signal.SIGINT)
+        assert server.finish(timeout=TIMEOUT) == 0      # exits by itself; TIMEOUT only bounds a failure
+    assert server.stdout.splitlines() == [f"listening on {url}", "server stopped"]
+    assert server.stderr == ""
+
+
+def test_echo_on_a_port_in_use_is_one_line_and_status_1() -> None:
+    """A second echo server on the same port: ``error: ...`` on one line, status 1, as a stage."""
+    with echo_server("echo") as (_, url):
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        result = subprocess.run([sys.executable, "-m", "common", "echo", "--port", port], cwd=REPO,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "bind" in result.stderr                      # asyncio: "error while attempting to bind on address ..."
 
 
 def test_help_mentions_verbose_after_the_command() -> None:
@@ -513,6 +542,7 @@ def test_ctrl_c_stops_echo_where_the_loop_cannot_catch_signals() -> None:
         assert server.finish() == 0
     assert "Traceback" not in server.stderr
     assert server.stderr == ""
+    assert server.stdout.splitlines()[-1] == "server stopped"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT; on Windows this is the real case")
