@@ -19,32 +19,44 @@ codes. A whole stage's ``main`` then reads::
 The pieces:
 
 * :func:`options` builds the parser with the options every stage shares:
-  ``--host``, ``--port`` (:func:`port`), ``--speed``, ``--log`` (stages that
-  log), ``--certfile``/``--keyfile`` and ``-v``. A stage may add its own.
+  ``--host``, ``--port`` (:func:`port`), ``--speed`` (:func:`scaled`),
+  ``--log`` (stages that log), ``--certfile``/``--keyfile`` and ``-v``. A
+  stage may add its own.
 * :func:`parse` parses them, turns on the wire view for ``-v`` (the logger
   ``"common"`` at DEBUG, nothing else; ``-vv`` adds each frame's
   bytes: see :func:`common.connection.wire_view`), with every log line's
   control characters escaped (:func:`configure_logging`, :func:`escaped`:
-  the wire view quotes what the peer sent), and loads the certificate into
-  ``args.ssl`` (None without ``--certfile``): a bad one exits with 2 and one
-  line, ``error: cannot load the certificate ...``.
+  the wire view quotes what the peer sent), prints a console line for every
+  plain-HTTP answer and every refused handshake (:func:`print_refusals`), and
+  loads the certificate into ``args.ssl`` (None without ``--certfile``): a
+  bad one exits with 2 and one line, ``error: cannot load the certificate
+  ...``; with one, a failed TLS handshake gets a console line too
+  (``TLS handshake failed: the client spoke plain HTTP/ws, use wss://``).
+* :func:`scaled` turns seconds of the stage's clock into real seconds under
+  ``--speed``.
 * :func:`stopped` waits for Ctrl+C or SIGTERM (or :func:`stop_event` set by
   the stage itself); leaving ``async with serve(...)`` then closes every
   client with 1001, within ``close_timeout``.
 * :func:`announce` prints ``listening on ws[s]://HOST:PORT/``, the addresses
   to use from another device, and the page to open.
 * :func:`run` runs the stage's coroutine: 0 once stopped; 1 and
-  ``error: ...`` when the port is in use; 2 when the log cannot be written.
+  ``error: ...`` when the port is in use; 2 when the log cannot be written
+  (at the start, or later: a full disk) or the page cannot be read.
   argparse's own errors exit with 2 before that.
 * :func:`open_log` starts a fresh log and keeps the previous run's as
   ``PATH.1``. Call it *after* ``serve()`` has bound the port: a second server
   started by mistake on a busy port then fails before it moves the running
   server's log aside. When the log cannot be written it raises
-  :class:`LogError` and leaves every file as it was.
+  :class:`LogError` and leaves every file as it was. It returns a
+  :class:`Log`, which any thread may write to: a write that fails (the disk
+  is full) stops the server, and :func:`run` says why, with exit code 2.
+* :func:`read_page` reads a page to serve (test9); :class:`PageError` when it
+  cannot, which :func:`run` turns into one line and exit code 2.
 * :func:`printable` renders whatever a client sent (text or bytes) short and
   readable, for a reply or the console.
-* :func:`print_refusals` prints the requests that ``serve()`` refuses by
-  itself (test9, where every HTTP answer gets a console line).
+* :func:`print_refusals` prints each plain-HTTP answer (a stage's
+  ``process_request``) and each handshake that ``serve()`` refuses by itself;
+  :func:`parse` turns it on for every stage.
 """
 
 from __future__ import annotations
@@ -68,9 +80,10 @@ from typing import Any, TextIO
 
 from .connection import wire_view
 from .exceptions import InvalidHandshake
+from .server import ANSWERED
 
-__all__ = ["Args", "port", "positive", "options", "parse", "stop_event", "stopped", "announce", "run",
-           "open_log", "LogError", "printable", "print_refusals"]
+__all__ = ["Args", "port", "positive", "options", "parse", "scaled", "stop_event", "stopped", "announce", "run",
+           "open_log", "Log", "LogError", "read_page", "PageError", "printable", "print_refusals"]
 
 #: What :func:`parse` returns: the options as attributes, plus ``ssl``.
 Args = argparse.Namespace
@@ -95,7 +108,7 @@ def port(text: str) -> int:
 
 
 def positive(text: str) -> float:
-    """``argparse`` type: a number more than 0 (``--speed``, test9's ``--keepalive``)."""
+    """``argparse`` type: a number more than 0 (``--speed``)."""
     try:
         value = float(text)
     except ValueError:
@@ -133,17 +146,25 @@ def options(doc: str, *, host: str, log: Path | None = None) -> argparse.Argumen
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> Args:
-    """Parse the command line; turn on the wire view for ``-v``/``-vv``; load the certificate into ``args.ssl``.
+    """Parse the command line; turn on the wire view for ``-v``/``-vv`` and the console
+    lines of :func:`print_refusals`; load the certificate into ``args.ssl``; set :func:`scaled`'s ``--speed``.
 
     ``args.ssl`` is an :class:`ssl.SSLContext` with ``--certfile`` (the
     server speaks ``wss://``), None without. A certificate or key that cannot
     be loaded exits with code 2 and one line, ``error: cannot load the
-    certificate ...``, before anything listens or any log is touched.
+    certificate ...``, before anything listens or any log is touched. Each
+    TLS handshake that fails then prints one line, ``TLS handshake failed:
+    ...`` (a client that spoke plain HTTP or ws:// is told to use wss://):
+    the client itself sees only a dropped connection (a page: close code
+    1006).
     """
+    global _speed
     args = parser.parse_args(argv)
     if args.keyfile and not args.certfile:
         parser.error("--keyfile goes with --certfile")
     configure_logging(args.verbose)
+    print_refusals(args.verbose > 0)
+    _speed = getattr(args, "speed", 1.0)
     args.ssl = None
     if args.certfile:
         try:
@@ -153,7 +174,40 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> Arg
             why = "not a PEM certificate with its private key" if isinstance(exc, ssl.SSLError) else exc.strerror or exc
             parser.exit(2, f"error: cannot load the certificate {args.certfile}"
                            f" (key: {args.keyfile or 'in the same file'}): {why}\n")
+        args.ssl.sslobject_class = _ReportedHandshake
     return args
+
+
+_speed = 1.0                            # --speed, as parse() read it
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` of the stage's clock in real seconds: ``seconds / --speed`` (the tests run it faster)."""
+    return seconds / _speed
+
+
+class _ReportedHandshake(ssl.SSLObject):
+    """The TLS side of each connection (asyncio's, through the context's ``sslobject_class``),
+    which prints why a handshake failed: asyncio drops such a connection without a word."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise                       # not a failure: the handshake waits for more bytes
+        except ssl.SSLError as exc:
+            print(f"TLS handshake failed: {tls_failure(exc)}", flush=True)
+            raise
+
+
+def tls_failure(exc: ssl.SSLError) -> str:
+    """Why a TLS handshake failed, in words: plain HTTP or ws:// to a wss:// server says what to use."""
+    reason = getattr(exc, "reason", None)   # OpenSSL's name for it; SSLError made by Python has none
+    if reason == "HTTP_REQUEST":        # OpenSSL saw "GET ..." where a ClientHello belongs
+        return "the client spoke plain HTTP/ws, use wss:// (https:// for a page)"
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return "the client closed the connection first"
+    return escaped(str(reason or exc), 200)
 
 
 def configure_logging(verbosity: int) -> None:
@@ -191,7 +245,7 @@ _stop: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("st
 
 
 def stop_event() -> asyncio.Event:
-    """The event that Ctrl+C and SIGTERM set; a stage may set it too (test5: the disk is full).
+    """The event that Ctrl+C and SIGTERM set; a stage may set it too, as a :class:`Log` does when the disk is full.
 
     The first call, inside the running loop, creates it and installs the
     signal handlers (:func:`run` makes that call before the stage starts).
@@ -249,23 +303,33 @@ def announce(server: Any, args: Args, page: Path | None) -> None:
     print(f"open {url} in a browser; Ctrl+C stops the server", flush=True)
 
 
+_logs: contextvars.ContextVar[list[Log] | None] = contextvars.ContextVar("logs", default=None)
+
+
 async def _main(stage: Coroutine[Any, Any, None]) -> None:
     stop_event()                        # the signal handlers, before the stage starts
+    logs: list[Log] = []
+    _logs.set(logs)                     # open_log() adds each log here
     await stage
+    for log in logs:
+        if log.error is not None:       # a write failed (a full disk) and stopped the server
+            raise log.error
 
 
 def run(stage: Coroutine[Any, Any, None]) -> int:
     """Run the stage's coroutine to its end; return the exit code for ``sys.exit()``.
 
     0 once stopped (``server stopped``); 2 with ``error: ...`` when the log
-    cannot be written (:class:`LogError`); 1 with ``error: ...`` for any
+    cannot be written (:class:`LogError`: at :func:`open_log`, or a
+    :class:`Log` write that failed and stopped the server) or the page to
+    serve cannot be read (:class:`PageError`); 1 with ``error: ...`` for any
     other :class:`OSError`, such as a port already in use. No traceback.
     """
     try:
         asyncio.run(_main(stage))
     except KeyboardInterrupt:
         pass  # Ctrl+C where the loop cannot catch signals (Windows): the server closed all the same
-    except LogError as exc:             # the --log file cannot be written; no file was changed
+    except (LogError, PageError) as exc:   # the --log file cannot be written, or the page read
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:              # for example: the port is already in use
@@ -282,7 +346,65 @@ class LogError(OSError):
     """The log cannot be written; the message says which file and why."""
 
 
-def open_log(path: Path) -> TextIO:
+class Log:
+    """A log that :func:`open_log` started: ``write()`` from any thread; a failed write stops the server.
+
+    ``write(text)`` appends ``text`` (whole lines, each with its ``\n``)
+    and counts its lines in ``lines``. When a write fails (the disk is
+    full), the log keeps the first :class:`LogError` in ``error``, drops
+    every later write, and sets :func:`stop_event`, from whichever thread
+    wrote: the stage stops as on Ctrl+C, and :func:`run` then prints
+    ``error: cannot write the log PATH: No space left on device`` and
+    returns 2. The stage never needs an ``except`` of its own. ``close()``
+    never raises either; a line that could not be written then is an error
+    too.
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+        self.name = file.name
+        self.lines = 0                  # lines written to the file
+        self.error: LogError | None = None
+        self._stop = _stop.get()        # run()'s stop event, if open_log() was called under run()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+
+    def write(self, text: str) -> int:
+        """Append ``text``; return the characters written, 0 once a write has failed."""
+        if self.error is not None:
+            return 0
+        try:
+            written = self.file.write(text)
+        except OSError as exc:
+            self._fail(exc)
+            return 0
+        self.lines += text.count("\n")
+        return written
+
+    def close(self) -> None:
+        """Close the file (what it still buffered is written first)."""
+        try:
+            self.file.close()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = LogError(f"cannot write the log {self.name}: {exc.strerror or exc}")
+            self.error.__cause__ = exc
+            if self._loop is not None and self._stop is not None:
+                with contextlib.suppress(RuntimeError):     # the loop is closed: nothing left to stop
+                    self._loop.call_soon_threadsafe(self._stop.set)
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_log(path: Path) -> Log:
     """Start a fresh log at ``path``, keeping the previous one (if not empty) as ``PATH.1``.
 
     Call it once the server listens, never before: a server that cannot
@@ -292,7 +414,8 @@ def open_log(path: Path) -> TextIO:
     Raises :class:`LogError` (an :class:`OSError`) if the log cannot be
     written: its folder is missing, ``path`` is a folder, or the disk is
     full. Nothing has been renamed then; a full disk is seen before anything
-    is renamed, rather than at the first sample.
+    is renamed, rather than at the first sample. A disk that fills up later
+    stops the server through the :class:`Log` returned.
     """
     backup = Path(f"{path}.1")
     try:
@@ -302,13 +425,36 @@ def open_log(path: Path) -> TextIO:
         if rotated:
             path.replace(backup)
         try:
-            return open(path, "w", encoding="utf-8", buffering=1)
+            log = Log(open(path, "w", encoding="utf-8", buffering=1))
         except OSError:
             if rotated:                 # put the previous log back where it was
                 backup.replace(path)
             raise
     except OSError as exc:
         raise LogError(f"cannot write the log {path}: {exc.strerror or exc}") from exc
+    if (logs := _logs.get()) is not None:
+        logs.append(log)                # run() reports its error, if a write fails
+    return log
+
+
+# ------------------------------------------------------------------ the page
+
+
+class PageError(OSError):
+    """The page to serve cannot be read; the message says which file and why."""
+
+
+def read_page(path: Path) -> bytes:
+    """The page a stage serves itself (test9), read once at start-up.
+
+    Raises :class:`PageError` (``cannot read the page PATH: why``), which
+    :func:`run` prints as one line with exit code 2: call it inside the
+    stage's coroutine, before ``serve()``.
+    """
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PageError(f"cannot read the page {path}: {exc.strerror or exc}") from exc
 
 
 # ------------------------------------------------------------------ what clients send
@@ -333,22 +479,34 @@ def _print_refusal(record: logging.LogRecord, verbose: bool) -> bool:
     args = record.args if isinstance(record.args, tuple) else ()
     refusal = next((arg for arg in args if isinstance(arg, InvalidHandshake)), None)
     if refusal is not None:
-        print(f"HTTP request -> {int(refusal.status)}: {refusal}", flush=True)
+        print(f"HTTP request -> {int(refusal.status)}: {escaped(str(refusal), 200)}", flush=True)
+    elif record.msg == ANSWERED and len(args) == 4:    # peer, method, path, status
+        print(f"HTTP {escaped(str(args[2]), 200)} -> {args[3]}", flush=True)
     return verbose or record.levelno >= logging.WARNING
 
 
-def print_refusals(verbose: bool) -> None:
-    """Print a console line for each request that ``serve()`` refuses by itself.
+_refusal_filter: Any = None             # the filter print_refusals() installed, replaced by the next call
 
-    Without a ``process_request`` to ask, ``serve()`` answers 403 for a Host
-    or an Origin that is not allowed, 405 for a method other than GET or
-    HEAD, 426 for a browser sent to a socket's URL, 400 for a malformed
-    handshake. It logs each one at INFO with the
+
+def print_refusals(verbose: bool) -> None:
+    """Print a console line for each plain-HTTP answer and each refused handshake.
+
+    A stage's ``process_request`` answers plain HTTP (test4b's 404, test9's
+    page): ``serve()`` logs each answer at INFO, and this prints it as
+    ``HTTP /nowhere/ -> 404``. Without an answer from it, ``serve()``
+    answers 403 for a Host or an Origin that is not allowed, 405 for a
+    method other than GET or HEAD, 426 for a browser sent to a socket's URL,
+    400 for a malformed handshake, and logs each one at INFO with the
     :class:`~common.InvalidHandshake` that says why; this prints them as
     ``HTTP request -> 403: ...``. The logger's other lines still show only
-    with ``verbose`` (``-v``).
+    with ``verbose`` (``-v``). :func:`parse` calls it for every stage; a
+    second call replaces the first.
     """
+    global _refusal_filter
     logger = logging.getLogger("common")
     if not verbose:                     # INFO: serve()'s refusals reach the filter
         logger.setLevel(logging.INFO)
-    logger.addFilter(functools.partial(_print_refusal, verbose=verbose))
+    if _refusal_filter is not None:
+        logger.removeFilter(_refusal_filter)
+    _refusal_filter = functools.partial(_print_refusal, verbose=verbose)
+    logger.addFilter(_refusal_filter)

@@ -30,6 +30,9 @@ __all__ = ["serve", "ServeOptions", "Server", "ServerConnection", "HTTPResponse"
 
 logger = logging.getLogger("common")
 
+#: The log line of an answer that ``process_request`` gave (INFO): peer, method, path, status.
+ANSWERED = "%s: %s %s answered %d by process_request"
+
 #: What ``process_request`` may return to answer plain HTTP instead:
 #: ``(status, headers, body)``, headers as a list of pairs or a dict.
 HTTPResponse = tuple[int, Union[Sequence[tuple[str, str]], dict[str, str]], bytes]
@@ -175,7 +178,7 @@ class Server:
                 request = parse_request(head)
                 # Before process_request: the pages it serves need the check as much as the sockets do.
                 check_host(request.headers, self.hosts)
-                response = await self._process_request(request)
+                response = await self._process_request(request, format_address(peer))
                 if response is not None:
                     writer.write(response)
                     await writer.drain()
@@ -204,8 +207,12 @@ class Server:
         connection.response_headers = Headers(accept.headers)
         return connection
 
-    async def _process_request(self, request: Request) -> bytes | None:
-        """Let the application answer plain HTTP (test9 serves its page so)."""
+    async def _process_request(self, request: Request, peer: str) -> bytes | None:
+        """Let the application answer plain HTTP (test9 serves its page so).
+
+        Each answer is logged at INFO (:data:`ANSWERED`: peer, method, path,
+        status), as refusals are: the stages print both (``runner.print_refusals``).
+        """
         if self.process_request is None:
             return None
         if request.method not in ("GET", "HEAD"):
@@ -227,6 +234,7 @@ class Server:
                 raise InvalidHandshake("HEAD cannot open a WebSocket", HTTPStatus.METHOD_NOT_ALLOWED, [("Allow", "GET")])
             return None
         status, headers, body = answer
+        logger.info(ANSWERED, peer, request.method, request.path, int(status))
         items = list(headers.items()) if isinstance(headers, dict) else list(headers)
         if not any(name.lower() == "content-length" for name, _ in items):
             items.append(("Content-Length", str(len(body))))

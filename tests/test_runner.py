@@ -18,12 +18,14 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from common import InvalidOrigin, runner
 from common.connection import HEADER_BYTES
+from common.server import ANSWERED
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -141,6 +143,88 @@ def test_open_log_puts_the_previous_log_back_if_the_new_one_fails(tmp_path, monk
     assert not Path(f"{path}.1").exists()
 
 
+class FullDisk:
+    """A file whose every write fails as on a full disk (ENOSPC); it was open(), so name and close() work."""
+
+    def __init__(self, file) -> None:
+        self.file, self.name = file, file.name
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def test_a_log_write_that_fails_stops_the_server_with_one_line_and_exit_2(tmp_path, capsys):
+    """The disk fills up while the server runs: the sensor thread's write() raises nothing; the stage
+    stops as on Ctrl+C (its cleanup runs), and run() says why in one line, exit code 2."""
+    path = tmp_path / "log.txt"
+    seen = {}
+
+    async def stage() -> None:
+        log = runner.open_log(path)
+        log.write("SENSOR,1.000\n")
+        log.file = FullDisk(log.file)
+        try:
+            writer = threading.Thread(target=lambda: seen.update(returned=log.write("SENSOR,2.000\n")))
+            writer.start()                  # a thread of the stage's own, as test5's sensor
+            await asyncio.wait_for(runner.stopped(), 10)
+            writer.join()
+            seen["later"] = log.write("SENSOR,3.000\n")     # dropped: the first error is the one kept
+        finally:
+            log.close()
+            seen["lines"] = log.lines
+    assert runner.run(stage()) == 2
+    assert seen == {"returned": 0, "later": 0, "lines": 1}
+    assert path.read_text() == "SENSOR,1.000\n"
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: cannot write the log {path}: No space left on device\n"
+
+
+def test_a_log_that_cannot_close_is_an_error_too(tmp_path):
+    """close() raises nothing; a last line that could not be written is kept as the log's error."""
+    class Unflushable(FullDisk):
+        def close(self) -> None:
+            self.file.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = runner.open_log(tmp_path / "log.txt")
+    log.file = Unflushable(log.file)
+    log.close()
+    assert str(log.error) == f"cannot write the log {tmp_path / 'log.txt'}: No space left on device"
+
+
+def test_a_log_counts_its_lines(tmp_path):
+    """lines: how many lines reached the file (the count a stage prints at exit)."""
+    with runner.open_log(tmp_path / "log.txt") as log:
+        for value in range(3):
+            log.write(f"SENSOR,{value}.000\n")
+    assert log.lines == 3 and log.error is None
+    assert (tmp_path / "log.txt").read_text().count("\n") == 3
+
+
+# ------------------------------------------------------------------ read_page
+
+
+def test_read_page_returns_the_bytes(tmp_path):
+    page = tmp_path / "client.html"
+    page.write_bytes(b"<!doctype html>\n")
+    assert runner.read_page(page) == b"<!doctype html>\n"
+
+
+@pytest.mark.parametrize("where", ["missing", "a folder"])
+def test_a_page_that_cannot_be_read_is_one_line_and_exit_2(where, tmp_path, capsys):
+    """Missing or a folder: PageError naming the file and why; through run(): one line, exit code 2."""
+    page = tmp_path / "client.html" if where == "missing" else tmp_path
+
+    async def stage() -> None:
+        runner.read_page(page)
+    assert runner.run(stage()) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: cannot read the page {page}: ") and err.count("\n") == 1
+
+
 # -------------------------------------------------------- options and parse
 
 
@@ -164,6 +248,15 @@ def test_options_every_stage_shares(common_logger):
     assert (args.host, args.port, args.speed, args.log) == ("0.0.0.0", 0, 20.0, log)
 
 
+def test_speed_scales_the_stage_clock(common_logger, monkeypatch):
+    """--speed N: scaled(seconds) is seconds / N, for every stage (test1's delays, the sensors' periods)."""
+    monkeypatch.setattr(runner, "_speed", 1.0)
+    runner.parse(runner.options("test0", host="127.0.0.1"), [])
+    assert runner.scaled(3.0) == 3.0
+    runner.parse(runner.options("test0", host="127.0.0.1"), ["--speed", "4"])
+    assert runner.scaled(3.0) == 0.75
+
+
 def test_help_is_the_docstring(capsys):
     """The docstring's first paragraph is the description, the rest the epilog, line breaks kept."""
     with pytest.raises(SystemExit) as exited:
@@ -175,7 +268,7 @@ def test_help_is_the_docstring(capsys):
 
 @pytest.mark.parametrize(("text", "expected"), [("1", 1.0), ("0.5", 0.5), ("20", 20.0)])
 def test_positive_accepts_numbers_above_0(text, expected):
-    """--speed and --keepalive: any number more than 0."""
+    """--speed: any number more than 0."""
     assert runner.positive(text) == expected
 
 
@@ -278,7 +371,7 @@ def test_lan_addresses_are_ipv4_and_not_loopback():
 
 
 def test_run_returns_0_once_stopped(capsys):
-    """The stage sets stop_event() itself (test5 does on a full disk): stopped() returns, exit 0."""
+    """The stage sets stop_event() itself: stopped() returns, exit 0."""
     async def stage() -> None:
         asyncio.get_running_loop().call_soon(runner.stop_event().set)
         await runner.stopped()
@@ -360,3 +453,34 @@ def test_print_refusals_with_verbose_keeps_the_wire_view(common_logger, capsys):
     assert common_logger.level == logging.DEBUG
     other = common_logger.makeRecord("common", logging.DEBUG, __file__, 1, "a frame", (), None)
     assert common_logger.filter(other)
+
+
+def test_print_refusals_prints_what_process_request_answered(common_logger, capsys):
+    """A stage's own answer (test4b's 404, test9's page): "HTTP PATH -> STATUS", the path escaped."""
+    common_logger.setLevel(logging.NOTSET)
+    runner.print_refusals(verbose=False)
+    for path, shown in [("/nowhere/", "/nowhere/"), ("/\x1b]0;x\x07", "/\\x1b]0;x\\x07")]:
+        record = common_logger.makeRecord("common", logging.INFO, __file__, 1, ANSWERED,
+                                          ("127.0.0.1:1", "GET", path, 404), None)
+        assert not common_logger.filter(record)
+        assert capsys.readouterr().out == f"HTTP {shown} -> 404\n"
+
+
+def test_parse_turns_refusal_lines_on_once(common_logger, capsys):
+    """Every stage gets the refusal lines from parse(); parsing twice still prints each line once."""
+    runner.parse(runner.options("test0", host="127.0.0.1"), [])
+    runner.parse(runner.options("test0", host="127.0.0.1"), [])
+    record = common_logger.makeRecord("common", logging.INFO, __file__, 1, "%s: handshake refused with %d: %s",
+                                      ("127.0.0.1:1", 403, InvalidOrigin("origin 'null' is not allowed")), None)
+    common_logger.filter(record)
+    assert capsys.readouterr().out == "HTTP request -> 403: origin 'null' is not allowed\n"
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (ssl.SSLError(1, "[SSL: HTTP_REQUEST] http request"), "the client spoke plain HTTP/ws, use wss://"),
+    (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), "the client closed the connection first"),
+])
+def test_tls_failure_says_what_went_wrong(error, said):
+    if "HTTP_REQUEST" in str(error):
+        error.reason = "HTTP_REQUEST"
+    assert runner.tls_failure(error).startswith(said)
