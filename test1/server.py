@@ -7,7 +7,8 @@ timestamps (2026-11-25T17:30:00.123456Z) at random intervals of 0 to 3 s.
 
 New: everything. The page shows the browser's bare API: new WebSocket(url),
 onopen, onmessage, onclose with the close code. The console says "Hello,
-client", each timestamp as it is sent, and "Bye, client".
+client", each timestamp as it is sent (marked ">", as the wire view marks
+what the server sends), and "Bye, client".
 
 Run:   python3 test1/server.py    (-v: every frame; --help: all options)
 Open:  the file:// address it prints, in as many tabs as you like.
@@ -16,7 +17,6 @@ Next:  the page can only listen; in test2 it talks back.
 
 import asyncio
 import contextlib
-import functools
 import random
 import sys
 from datetime import datetime, timezone
@@ -38,17 +38,17 @@ def timestamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def handler(ws: ServerConnection, speed: float) -> None:
+async def handler(ws: ServerConnection) -> None:
     """Runs once per connection: send timestamps until the client leaves."""
     who = "{}:{}".format(*ws.remote_address[:2])    # the client's address and port
     print(f"Hello, client {who}", flush=True)
     try:
         while True:
             now = timestamp()
-            print(f"{who} <- {now}", flush=True)
+            print(f"{who} > {now}", flush=True)      # ">": sent, as in the wire view (-v)
             await ws.send(now)
             with contextlib.suppress(TimeoutError):   # sleep a random while, but wake up if the client leaves
-                await asyncio.wait_for(ws.wait_closed(), timeout=random.uniform(0, MAX_DELAY) / speed)
+                await asyncio.wait_for(ws.wait_closed(), timeout=runner.scaled(random.uniform(0, MAX_DELAY)))
                 break
     finally:
         print(f"Bye, client {who}", flush=True)
@@ -56,7 +56,7 @@ async def handler(ws: ServerConnection, speed: float) -> None:
 
 async def run(args: runner.Args) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
-    async with serve(functools.partial(handler, speed=args.speed), args.host, args.port, ssl=args.ssl, origins=ORIGINS) as server:
+    async with serve(handler, args.host, args.port, ssl=args.ssl, origins=ORIGINS) as server:
         runner.announce(server, args, PAGE)
         await runner.stopped()
 

@@ -21,6 +21,17 @@ noisy sine wave); --speed runs its clock faster. The console logs each
 socket's role and each command. The page opens the two sockets, and
 reconnects each as test3's did.
 
+Who else can connect: anyone who can reach the port; nothing asks who they
+are (--host 127.0.0.1 keeps them out). Web sites too, through a browser: the
+server accepts "Origin: null" because that is what this page sends when it is
+opened from disk, but a sandboxed frame (<iframe sandbox="allow-scripts">) in
+any web site sends "Origin: null" as well, with the same headers, so a site
+open in a browser that lets it reach this server (Firefox ESR 153 does;
+Chromium only if the user allows: SECURITY.md) can send it commands, even on
+127.0.0.1. Nothing in the handshake tells the two apart. This holds up to
+test8; test9 shows the safe way: it serves its page itself and accepts only
+that page's origin, never "null".
+
 Run:   python3 test4/server.py    (-v: every frame; --help: all options)
 Open:  test4/client.html on another device (or here), type an address that
        the server printed, press Connect, then send START and STOP.
@@ -130,7 +141,7 @@ async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
 
 async def run(args: runner.Args) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
-    acquisition = Acquisition(SAMPLE_PERIOD / args.speed)
+    acquisition = Acquisition(runner.scaled(SAMPLE_PERIOD))
     async with serve(functools.partial(handler, acquisition=acquisition), args.host, args.port, ssl=args.ssl,
                      origins=ORIGINS) as server:
         runner.announce(server, args, PAGE)

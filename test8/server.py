@@ -15,6 +15,17 @@ every sample logged, every 4th broadcast.
 New since test7: FakeSensor.read() returns three values; take_sample() stamps
 them with time.time_ns() // 1_000_000 and joins them with commas.
 
+Who else can connect: anyone who can reach the port; nothing asks who they
+are (--host 127.0.0.1 keeps them out). Web sites too, through a browser: the
+server accepts "Origin: null" because that is what this page sends when it is
+opened from disk, but a sandboxed frame (<iframe sandbox="allow-scripts">) in
+any web site sends "Origin: null" as well, with the same headers, so a site
+open in a browser that lets it reach this server (Firefox ESR 153 does;
+Chromium only if the user allows: SECURITY.md) can send it commands, even on
+127.0.0.1. Nothing in the handshake tells the two apart. This holds up to
+test8; test9 shows the safe way: it serves its page itself and accepts only
+that page's origin, never "null".
+
 Run:   python3 test8/server.py    (-v: every frame; --help: all options)
 Open:  test8/client.html in two tabs (or on two devices), Connect both, press
        Start: three lines per chart, placed by the time in each reading.
@@ -29,7 +40,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # "common", from any folder
 
@@ -65,12 +75,10 @@ class Acquisition:
     touches nothing of the loop's: it hands readings over with call_soon_threadsafe().
     """
 
-    def __init__(self, period: float, stop: asyncio.Event) -> None:
+    def __init__(self, period: float) -> None:
         self.period = period            # seconds between two samples
-        self.log: TextIO | None = None  # one line per sample, written by the sensor thread; start() gives it
-        self.stop = stop                # set when the log cannot be written: the server stops
-        self.error: OSError | None = None  # why the log could not be written (a full disk)
-        self.count = 0                  # samples taken, so lines logged
+        self.log: runner.Log | None = None  # one line per sample, written by the sensor thread; start() gives it
+        self.count = 0                  # samples taken
         self.on = False                 # START sets it, STOP clears it
         self.quitting = False           # shutdown() sets it
         self.lock = threading.Lock()    # held while sampling: STOP waits for a sample in progress
@@ -79,7 +87,7 @@ class Acquisition:
         self.loop = asyncio.get_running_loop()
         self.thread = threading.Thread(target=self.sample_forever, name="sensor")
 
-    def start(self, log: TextIO) -> None:
+    def start(self, log: runner.Log) -> None:
         """Start the sensor thread, which will log every sample to `log`."""
         self.log = log
         self.thread.start()
@@ -89,17 +97,13 @@ class Acquisition:
             self.on = on
         self.changed.set()
 
-    def shutdown(self) -> int:
-        """Stop and join the sensor thread, close the log; return how many samples it holds."""
+    def shutdown(self) -> None:
+        """Stop and join the sensor thread, close the log."""
         with self.lock:
             self.quitting = True
         self.changed.set()
         self.thread.join()
-        try:
-            self.log.close()
-        except OSError as exc:          # the last line could not be written either
-            self.error = self.error or exc
-        return self.count
+        self.log.close()
 
     def sample_forever(self) -> None:
         """The sensor thread: one sample per period while on, asleep while off."""
@@ -121,12 +125,7 @@ class Acquisition:
         """In the sensor thread: log every sample, hand every SEND_EVERY-th to the loop."""
         ms = time.time_ns() // 1_000_000  # when it was measured, in Unix-epoch milliseconds
         reading = f"SENSOR,{ms}," + ",".join(f"{value:.3f}" for value in sensor.read())
-        try:
-            self.log.write(reading + "\n")
-        except OSError as exc:          # a full disk: stop, rather than go on without a log
-            self.error, self.quitting = exc, True
-            self.loop.call_soon_threadsafe(self.stop.set)
-            return
+        self.log.write(reading + "\n")   # a full disk stops the server (runner.Log)
         if self.count % SEND_EVERY == 0:
             self.loop.call_soon_threadsafe(broadcast, self.data_clients, reading)
         self.count += 1
@@ -179,7 +178,7 @@ async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
 
 async def run(args: runner.Args) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
-    acquisition = Acquisition(SAMPLE_PERIOD / args.speed, runner.stop_event())
+    acquisition = Acquisition(runner.scaled(SAMPLE_PERIOD))
     try:
         async with serve(functools.partial(handler, acquisition=acquisition), args.host, args.port, ssl=args.ssl,
                          origins=ORIGINS, process_request=only_known_paths) as server:
@@ -189,10 +188,8 @@ async def run(args: runner.Args) -> None:
             await runner.stopped()
     finally:
         if acquisition.log is not None:     # it started: say how many samples its log holds
-            count = acquisition.shutdown()  # after the clients were closed: nothing taken is lost
-            print(f"logged {count} samples to {acquisition.log.name}", flush=True)
-    if acquisition.error is not None:   # runner.run() prints it: "error: cannot write the log ..."
-        raise OSError(f"cannot write the log {args.log}: {acquisition.error.strerror or acquisition.error}")
+            acquisition.shutdown()          # after the clients were closed: nothing taken is lost
+            print(f"logged {acquisition.log.lines} samples to {acquisition.log.name}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

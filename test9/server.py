@@ -27,12 +27,10 @@ local_names(...)): localhost, its name or one of its addresses, or a name
 given with --allow-host): this defeats DNS rebinding, where a web site points
 its own name at this machine's address to pass the same-origin rule.
 
-New since test8: route() replaces only_known_paths(), main() reads the page;
-same_origin() instead of ORIGINS, hosts= with --allow-host; --keepalive (a
-page left open for days must notice a dead link: serve()'s pings); the
-console says which http:// address to open and prints every HTTP answer
-(runner.print_refusals() adds those that serve() gives by itself, such as
-403, 405 and 426). The page asks for no address: it takes its own location.
+New since test8: route() replaces only_known_paths(), run() reads the page
+(runner.read_page()); same_origin() instead of ORIGINS, hosts= with
+--allow-host; the console says which http:// address to open. The page asks
+for no address: it takes its own location.
 
 Run:   python3 test9/server.py    (-v: every frame; --help: all options)
 Open:  http://localhost:5678/ here, or an address the server printed on
@@ -51,7 +49,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # "common", from any folder
 
@@ -90,12 +87,10 @@ class Acquisition:
     touches nothing of the loop's: it hands readings over with call_soon_threadsafe().
     """
 
-    def __init__(self, period: float, stop: asyncio.Event) -> None:
+    def __init__(self, period: float) -> None:
         self.period = period            # seconds between two samples
-        self.log: TextIO | None = None  # one line per sample, written by the sensor thread; start() gives it
-        self.stop = stop                # set when the log cannot be written: the server stops
-        self.error: OSError | None = None  # why the log could not be written (a full disk)
-        self.count = 0                  # samples taken, so lines logged
+        self.log: runner.Log | None = None  # one line per sample, written by the sensor thread; start() gives it
+        self.count = 0                  # samples taken
         self.on = False                 # START sets it, STOP clears it
         self.quitting = False           # shutdown() sets it
         self.lock = threading.Lock()    # held while sampling: STOP waits for a sample in progress
@@ -104,7 +99,7 @@ class Acquisition:
         self.loop = asyncio.get_running_loop()
         self.thread = threading.Thread(target=self.sample_forever, name="sensor")
 
-    def start(self, log: TextIO) -> None:
+    def start(self, log: runner.Log) -> None:
         """Start the sensor thread, which will log every sample to `log`."""
         self.log = log
         self.thread.start()
@@ -114,17 +109,13 @@ class Acquisition:
             self.on = on
         self.changed.set()
 
-    def shutdown(self) -> int:
-        """Stop and join the sensor thread, close the log; return how many samples it holds."""
+    def shutdown(self) -> None:
+        """Stop and join the sensor thread, close the log."""
         with self.lock:
             self.quitting = True
         self.changed.set()
         self.thread.join()
-        try:
-            self.log.close()
-        except OSError as exc:          # the last line could not be written either
-            self.error = self.error or exc
-        return self.count
+        self.log.close()
 
     def sample_forever(self) -> None:
         """The sensor thread: one sample per period while on, asleep while off."""
@@ -146,12 +137,7 @@ class Acquisition:
         """In the sensor thread: log every sample, hand every SEND_EVERY-th to the loop."""
         ms = time.time_ns() // 1_000_000  # when it was measured, in Unix-epoch milliseconds
         reading = f"SENSOR,{ms}," + ",".join(f"{value:.3f}" for value in sensor.read())
-        try:
-            self.log.write(reading + "\n")
-        except OSError as exc:          # a full disk: stop, rather than go on without a log
-            self.error, self.quitting = exc, True
-            self.loop.call_soon_threadsafe(self.stop.set)
-            return
+        self.log.write(reading + "\n")   # a full disk stops the server (runner.Log)
         if self.count % SEND_EVERY == 0:
             self.loop.call_soon_threadsafe(broadcast, self.data_clients, reading)
         self.count += 1
@@ -192,9 +178,7 @@ def route(path: str, headers: Headers, page: bytes) -> tuple[int, list[tuple[str
     if path in PATHS:
         return None
     if path.partition("?")[0] in PAGE_PATHS:  # ?host=...&port=... is for the page's script
-        print(f"HTTP {path} -> 200, the dashboard", flush=True)
         return 200, PAGE_HEADERS, page
-    print(f"HTTP {path} -> 404", flush=True)
     return 404, TEXT_HEADERS, b"Not found: the dashboard is at / and the sockets at /commands/ and /stream_data/\n"
 
 
@@ -211,43 +195,31 @@ async def handler(ws: ServerConnection, acquisition: Acquisition) -> None:
         print(f"Bye, client {who}", flush=True)
 
 
-async def run(args: runner.Args, page: bytes) -> None:
+async def run(args: runner.Args) -> None:
     """Serve until Ctrl+C or SIGTERM; leaving `async with` closes every client with 1001."""
-    acquisition = Acquisition(SAMPLE_PERIOD / args.speed, runner.stop_event())
+    page = runner.read_page(PAGE)       # once, at start-up; cannot read it: one line, exit code 2
+    acquisition = Acquisition(runner.scaled(SAMPLE_PERIOD))
     try:
         # hosts: only requests for this machine's own names (DNS rebinding), checked before route(), pages included.
-        # --keepalive: ping_interval and ping_timeout; the close handshake gets half (10 s of 20, common's default).
         async with serve(functools.partial(handler, acquisition=acquisition), args.host, args.port, ssl=args.ssl,
                          origins=same_origin, process_request=functools.partial(route, page=page),
-                         hosts=local_names(args.allow_host), ping_interval=args.keepalive,
-                         ping_timeout=args.keepalive, close_timeout=args.keepalive / 2) as server:
+                         hosts=local_names(args.allow_host)) as server:
             # Only now that the port is ours: a server that cannot start leaves the log alone (common/runner.py).
             acquisition.start(runner.open_log(args.log))
             runner.announce(server, args, None)     # None: the page is served here, http(s)://localhost:PORT/
             await runner.stopped()
     finally:
         if acquisition.log is not None:     # it started: say how many samples its log holds
-            count = acquisition.shutdown()  # after the clients were closed: nothing taken is lost
-            print(f"logged {count} samples to {acquisition.log.name}", flush=True)
-    if acquisition.error is not None:   # runner.run() prints it: "error: cannot write the log ..."
-        raise OSError(f"cannot write the log {args.log}: {acquisition.error.strerror or acquisition.error}")
+            acquisition.shutdown()          # after the clients were closed: nothing taken is lost
+            print(f"logged {acquisition.log.lines} samples to {acquisition.log.name}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = runner.options(__doc__, host=HOST, log=LOG)
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="also answer requests for NAME (a DNS name or address of this machine); repeatable")
-    parser.add_argument("--keepalive", type=runner.positive, default=20, metavar="SECONDS",
-                        help="ping each client every SECONDS; drop one that does not answer or stops reading"
-                             " for SECONDS (default: %(default)s; the tests use less)")
     args = runner.parse(parser, argv)
-    runner.print_refusals(args.verbose)     # a console line for every HTTP answer, serve()'s own too
-    try:
-        page = PAGE.read_bytes()
-    except OSError as exc:
-        print(f"error: cannot read the dashboard {PAGE}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    return runner.run(run(args, page))
+    return runner.run(run(args))
 
 
 if __name__ == "__main__":

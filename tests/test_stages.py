@@ -247,7 +247,8 @@ def test_test1_sends_each_client_its_own_stream_of_timestamps(tmp_path):
         assert set(first).isdisjoint(second)    # not one stream shared: one per client
         output = stage.output()
         assert output.count("Hello, client") == 2
-        assert all(stamp in output for stamp in first + second)  # each one printed as it is sent
+        assert all(f"> {stamp}" in output for stamp in first + second)  # each printed as sent: ">", as -v does
+        assert "<-" not in output
 
 
 @pytest.mark.parametrize("name", ["test2", "test3"])
@@ -332,6 +333,25 @@ def test_unknown_path_is_refused_with_404(name, tmp_path):
                 assert refused.value.status_code == 404, path
 
         run(scenario())
+        # Each refusal has its console line, printed before the answer was sent.
+        lines = stage.wait_for_lines("HTTP ", len(paths), TIMEOUT)
+        assert [line.partition(" -> ")[2] for line in lines] == ["404"] * len(paths), lines
+        assert f"HTTP {paths[1]} -> 404" in lines, lines
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_stage_prints_a_refused_handshake(name, tmp_path):
+    """A handshake serve() refuses by itself (an Origin not allowed) leaves a console line in every stage."""
+    with running_stage(name, tmp_path=tmp_path) as stage:
+        path = "/" if name in ("test1", "test2", "test3", "test4") else "/commands/"
+
+        async def scenario() -> None:
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(stage.url(path), origin="https://elsewhere.example")
+            assert refused.value.status_code == 403
+
+        run(scenario())
+        stage.wait_for_output("HTTP request -> 403: origin 'https://elsewhere.example' is not allowed", TIMEOUT)
 
 
 # ---------------------------------------------------------------- test5 to test9
@@ -392,6 +412,28 @@ def test_unwritable_log_is_a_one_line_error(name, where, tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""          # it never started listening
     assert len(result.stderr.splitlines()) == 1 and str(log) in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_stops_test5_with_one_line_and_exit_2(tmp_path):
+    """--log /dev/full (every write: ENOSPC): START, the first sample fails, the server closes its
+    clients with 1001 and exits 2 with one line (runner.Log, tested in tests/test_runner.py)."""
+    with running_stage("test5", "--log", "/dev/full", tmp_path=tmp_path, speed=50) as stage:
+
+        async def scenario() -> None:
+            async with connect(stage.url("/commands/")) as commands:
+                assert await ask(commands, "START") == "OK: acquisition started"
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(commands.recv(), TIMEOUT)
+                assert commands.close_code == 1001
+
+        run(scenario())
+        assert stage.stop() == 2
+    output = stage.output()
+    assert "Traceback" not in output and "Exception in thread" not in output, output
+    assert [line for line in output.splitlines() if line.startswith("error:")] == [
+        "error: cannot write the log /dev/full: No space left on device"], output
+    assert "logged 0 samples to /dev/full" in output and "server stopped" not in output
 
 
 @pytest.mark.parametrize("name", SHARED)
