@@ -2,7 +2,8 @@
 
     python3 -m common echo [-v] [--host H] [--port P] [--max-size N] [--subprotocol NAME ...]
     python3 -m common client [-v] ws://localhost:5678/
-    python3 -m common explain [--from client|server] [--deflate] [--key KEY] [--file F] [HEX ...]
+    python3 -m common explain [--from client|server] [--logged-by client|server] [--deflate] [--key KEY]
+                              [--file F] [HEX or LINE ...]
 
 The echo server is the usual target of conformance suites; the client prints
 what arrives and sends each line typed (try it against test2: ``GET_TIME``).
@@ -13,9 +14,10 @@ first; on Ctrl+C or SIGTERM it closes every connection with 1001 and the
 reason "server shutting down", prints ``server stopped`` and exits with
 status 0 (on Windows too, where asyncio cannot catch signals); a port in use
 is one line, ``error: ...``, and status 1.
-``explain`` reads frames as hex (arguments, a file or standard input) or an
-opening handshake as text, and says field by field what they mean
-(:mod:`common.explain`).
+``explain`` reads frames as hex, the wire view's lines as they are (``-vv``
+below: both directions at once, each frame's sender from its ``<`` or ``>``),
+or an opening handshake as text, from the arguments, a file or standard
+input, and says field by field what they mean (:mod:`common.explain`).
 
 -v (--verbose), before or after the command, turns on the wire view: the
 library's log (the "common" logger) at DEBUG, one line per frame sent (>) or
@@ -223,21 +225,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     client_parser.add_argument("uri", help="for example ws://localhost:5678/")
     explain_parser = commands.add_parser(
-        "explain", help="explain frames (hex) or a handshake (text), field by field",
-        description="Explain WebSocket frames given as hex, or an opening handshake given as text, field by"
-        " field with the sections of RFC 6455. Input: the arguments, else --file, else standard input. Frames"
-        " are explained as their hex is read, so a capture of any length takes little memory; a handshake is"
-        " read whole (at most 1,048,576 characters).",
+        "explain", help="explain frames (hex or -vv lines) or a handshake (text), field by field",
+        description="Explain WebSocket frames given as hex or as the wire view's lines, or an opening handshake"
+        " given as text, field by field with the sections of RFC 6455. Input: the arguments, else --file, else"
+        " standard input. Hex is the frames of one direction. Wire-view lines (what -vv logs, pasted as they"
+        " are, time and address included) may hold both directions: each frame's sender comes from the < or >"
+        " line before its bytes, seen from the side that wrote the log (--logged-by, else the handshake's lines,"
+        " else the first frame's MASK bit), and each direction keeps its own decompression"
+        " context; a frame logged by its header alone (past 125 bytes of payload) is named in one line. Frames"
+        " are explained as they are read, so a capture of any length takes little memory; a handshake is read"
+        " whole (at most 1,048,576 characters).",
     )
-    explain_parser.add_argument("hex", nargs="*", help="frame bytes in hex, such as 81 05 48 65 6c 6c 6f")
-    explain_parser.add_argument("--file", "-f", metavar="F", help="read the frames or the handshake from F")
+    explain_parser.add_argument("hex", nargs="*", metavar="HEX or LINE",
+                                help="frame bytes in hex, such as 81 05 48 65 6c 6c 6f; or wire-view lines, each"
+                                " one quoted")
+    explain_parser.add_argument("--file", "-f", metavar="F", help="read the frames, the lines or the handshake from F")
     explain_parser.add_argument(
         "--from", dest="side", choices=["client", "server"],
-        help="who sent the frames: the receiver then requires that side's masking (default: the first frame's"
-        " MASK bit says)",
+        help="who sent the frames (hex, or a wire-view frame line without a < or > line before it): the receiver"
+        " then requires that side's masking (default: the first frame's MASK bit says)",
+    )
+    explain_parser.add_argument(
+        "--logged-by", choices=["client", "server"],
+        help="which side wrote the wire-view lines, so that < is from the other side and > from this one"
+        " (default: the handshake's lines say, < GET in a server's log; else the first frame's MASK bit)",
     )
     explain_parser.add_argument("--deflate", action="store_true", help="permessage-deflate was agreed: RSV1 means"
-                                " compressed, and compressed messages are inflated")
+                                " compressed, and compressed messages are inflated (wire-view lines: also when"
+                                " their 101 response agreed it, or a frame's line says 'compressed to')")
     explain_parser.add_argument("--key", help="the request's Sec-WebSocket-Key, to check a response's accept value")
     return parser
 
@@ -248,19 +263,22 @@ def run_explain(args: argparse.Namespace) -> int:
     A file or standard input is read a piece at a time and each frame is
     explained as its hex arrives: memory does not grow with the number of
     frames (:func:`common.explain.explain_stream`). On bad hex, the frames
-    before it stay explained and the error follows.
+    before it stay explained and the error follows. Arguments are joined
+    with spaces (hex split anywhere), or with newlines when the first is a
+    whole wire-view line: each quoted argument is then a line.
     """
     from collections.abc import Iterable
 
-    from .explain import PIECE, explain_stream
+    from .explain import PIECE, explain_stream, is_wire_view
 
     def explain_from(pieces: Iterable[str]) -> None:
-        for lines in explain_stream(pieces, side=args.side, deflate=args.deflate, key=args.key):
+        for lines in explain_stream(pieces, side=args.side, deflate=args.deflate, key=args.key,
+                                    logged_by=args.logged_by):
             sys.stdout.write(lines)
 
     try:
         if args.hex:
-            explain_from([" ".join(args.hex)])
+            explain_from([("\n" if is_wire_view(args.hex[0]) else " ").join(args.hex)])
         elif args.file:
             with open(args.file, encoding="utf-8", errors="replace") as f:
                 explain_from(iter(lambda: f.read(PIECE), ""))

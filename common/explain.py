@@ -3,8 +3,11 @@
     python3 -m common explain 81 85 37 fa 21 3d 7f 9f 4d 51 58
     echo "88 02 03 e8" | python3 -m common explain --from server
     python3 -m common explain --file request.txt
+    python3 test2/server.py -vv 2> wire.log; python3 -m common explain --file wire.log
 
-Frames come as hex (spaces and newlines ignored, several frames in a row);
+Frames come as hex (spaces and newlines ignored, several frames in a row,
+one direction), or as the wire view's lines (``-vv``: both directions, each
+frame's sender told by its ``<`` or ``>`` line, see :func:`explain_wire_view`);
 a handshake as text, a request (``GET ...``) or a response (``HTTP/1.1 ...``).
 :func:`explain_stream` reads the input in pieces and explains each frame as
 its hex arrives, so that memory holds one frame, not the whole input nor the
@@ -32,7 +35,8 @@ from .handshake import GUID, accept_key, accept_request
 from .http11 import MAX_HEAD, Headers, parse_request, parse_response
 from .protocol import Event, Receiver
 
-__all__ = ["explain", "explain_stream", "explain_frames", "explain_handshake", "parse_hex", "hex_chunks"]
+__all__ = ["explain", "explain_stream", "explain_frames", "explain_wire_view", "explain_handshake", "parse_hex",
+           "hex_chunks", "is_wire_view"]
 
 #: Payloads longer than this are shown by their first and last bytes.
 SHOWN = 64
@@ -90,6 +94,15 @@ HANDSHAKE_LIMIT = 16 * MAX_HEAD
 _HANDSHAKE = re.compile(r"\s*([A-Za-z]+ \S+ HTTP/|HTTP/)")
 _HANDSHAKE_START = re.compile(r"\s*(?:[A-Za-z]+(?: \S*(?: (?:H|HT|HTT|HTTP)?)?)?)?\Z")
 
+# What starts a wire-view line (the -vv log): a time, a line's mark, or a frame's bytes.
+_WIRE = re.compile(r"\s*(?:\d{4}-\d\d-\d\d[ T]|[<>=!%] |(?:frame|header)\s+[0-9a-fA-F])")
+# Hex starts with a word of hex digits (0x prefixes included); a word that is
+# not hex starts lines of text (wire-view lines, or what a terminal showed
+# around them). Past this many characters, a word of hex digits is hex.
+_FIRST_WORD = re.compile(r"\s*(\S*)")
+_HEX_WORD = re.compile(r"[0-9a-fA-FxX]*")
+_LONGEST_WORD = 16
+
 # Left out of hex: spaces, newlines and 0x prefixes; then anything else is not hex.
 _HEX_NOISE = re.compile(r"0[xX](?=[0-9a-fA-F])|\s")
 _NOT_HEX = re.compile(r"[^0-9a-fA-F]")
@@ -137,13 +150,22 @@ def hex_chunks(pieces: Iterable[str]) -> Iterator[bytes]:
         raise ValueError(f"an odd number of hex digits ({count}): each byte is two digits")
 
 
-def explain(text: str, *, side: str | None = None, deflate: bool = False, key: str | None = None) -> str:
-    """Explain ``text``: a handshake if it starts like one, else frames in hex."""
-    return "".join(explain_stream([text], side=side, deflate=deflate, key=key))
+def is_wire_view(text: str) -> bool:
+    """Whether ``text`` starts as wire-view lines do (a time, ``<``, ``>``, ``frame ...``), not as hex."""
+    return _WIRE.match(text) is not None
+
+
+def explain(
+    text: str, *, side: str | None = None, deflate: bool = False, key: str | None = None,
+    logged_by: str | None = None,
+) -> str:
+    """Explain ``text``: wire-view lines, a handshake, or frames in hex, by how it starts."""
+    return "".join(explain_stream([text], side=side, deflate=deflate, key=key, logged_by=logged_by))
 
 
 def explain_stream(
-    pieces: Iterable[str], *, side: str | None = None, deflate: bool = False, key: str | None = None
+    pieces: Iterable[str], *, side: str | None = None, deflate: bool = False, key: str | None = None,
+    logged_by: str | None = None,
 ) -> Iterator[str]:
     """Explain text that comes in pieces, such as a file read part by part, as it comes.
 
@@ -152,17 +174,21 @@ def explain_stream(
     memory holds a piece and one frame, whatever the number of frames; bad
     hex raises ValueError where it is found, after the frames before it. A
     handshake is read whole: more than :data:`HANDSHAKE_LIMIT` characters of
-    it raise ValueError.
+    it raise ValueError. Wire-view lines (the ``-vv`` log) are read a line
+    at a time (:func:`explain_wire_view`, where ``side`` and ``logged_by``
+    are explained).
     """
     pieces = iter(pieces)
     start = ""
-    while True:  # read until the start tells a handshake from hex
+    kind = None
+    while kind is None:  # read until the start tells a handshake, hex and lines of text apart
         piece = next(pieces, None)
         start += piece or ""
-        if (piece is None or _HANDSHAKE.match(start) or not _HANDSHAKE_START.match(start)
-                or len(start) > HANDSHAKE_LIMIT):
-            break
-    if not _HANDSHAKE.match(start):
+        kind = _kind(start, piece is None)
+    if kind == "lines":
+        yield from _wire_lines(_lines(itertools.chain([start], pieces)), side, deflate, logged_by)
+        return
+    if kind == "hex":
         yield from _frame_lines(_Input(hex_chunks(itertools.chain([start], pieces))), side, deflate)
         return
     parts = [start]
@@ -176,6 +202,23 @@ def explain_stream(
         raise ValueError(f"more than {HANDSHAKE_LIMIT:,} characters of handshake: a server reads at most"
                          f" {MAX_HEAD:,} bytes of one (common.http11.MAX_HEAD)")
     yield explain_handshake("".join(parts), key=key)
+
+
+def _kind(start: str, ended: bool) -> str | None:
+    """What the input that starts with ``start`` is: "handshake", "hex" or "lines" (wire-view lines,
+    with whatever else a terminal showed); None while the start cannot tell yet."""
+    if _HANDSHAKE.match(start):
+        return "handshake"
+    if _HANDSHAKE_START.match(start) and not ended and len(start) <= HANDSHAKE_LIMIT:
+        return None
+    match = _FIRST_WORD.match(start)
+    assert match is not None
+    word = match[1]
+    if not _HEX_WORD.fullmatch(word):
+        return "lines"
+    if ended or match.end() < len(start) or len(word) > _LONGEST_WORD:
+        return "hex"
+    return None  # a word of hex digits, so far: a time such as 2026-12-07 starts so too
 
 
 # --------------------------------------------------------------------------- frames
@@ -242,53 +285,106 @@ def explain_frames(data: bytes, *, side: str | None = None, deflate: bool = Fals
     return "".join(_frame_lines(_Input([data]), side, deflate))
 
 
+class _Direction:
+    """The frames one side sent on one connection, as the other side receives them.
+
+    ``side`` is who sent them, "client" or "server"; the receiver requires
+    that side's masking and, with ``deflate``, inflates with one
+    decompression context for the whole direction, as a connection does.
+    """
+
+    def __init__(self, side: str, deflate: bool) -> None:
+        self.side = side
+        self.deflate = deflate
+        self.inflated: list[bytes] = []  # what the receiver's log saw a compressed frame inflate to
+        self.receiver = Receiver(
+            expect_masked=side == "client",
+            extension=PerMessageDeflate() if deflate else None,
+            log=lambda opcode, fin, compressed, payload, size, wire: self.inflated.append(payload),
+        )
+        #: Where this direction's history went missing (a frame logged by its
+        #: header alone), for the error a compressed message may then meet.
+        self.gap = ""
+
+
 def _frame_lines(source: _Input, side: str | None, deflate: bool) -> Iterator[str]:
     """:func:`explain_frames` on bytes that come in chunks, a frame's lines at a time."""
-    inflated: list[bytes] = []  # what the receiver's log saw a compressed frame inflate to
-    receiver: Receiver | None = None
+    direction: _Direction | None = None
     number = 0
     while head := source.peek(_MAX_HEADER):
         number += 1
         try:
             header = parse_header(head)
         except IncompleteHeader as exc:
-            yield (f"frame {number}: truncated header: {exc.available} byte(s) here, the header needs"
-                   f" {exc.needed}: {exc.needed - exc.available} missing (§5.2)\n")
+            yield f"frame {number}: {_truncated_header(exc)}\n"
             return
-        if receiver is None:
-            side = side or ("client" if header.masked else "server")
-            receiver = Receiver(
-                expect_masked=side == "client",
-                extension=PerMessageDeflate() if deflate else None,
-                log=lambda opcode, fin, compressed, payload, size, wire: inflated.append(payload),
-            )
+        if direction is None:
+            direction = _Direction(side or ("client" if header.masked else "server"), deflate)
         frame = source.read(header.size + header.length)
-        out = [f"frame {number}: {_summary(header)}, {len(frame)} bytes, from the {side}"]
-        # A continuation's payload is shown as what its message is: text or binary.
-        kind = receiver.opcode if header.opcode == Opcode.CONT and receiver.opcode is not None else header.opcode
-        out += _fields(header, frame, deflate, kind)
-        inflated.clear()
-        failed = not _received(receiver, frame, header, deflate, inflated, out)
-        if failed and (unread := source.skip()):
+        out, error = _frame(f"frame {number}", header, frame, direction)
+        if error is not None:
+            out += _hex_hints(error, number, side)
+        if error is not None and (unread := source.skip()):
             out.append(f"the other {unread} byte(s) are not read: the connection is failed (§7.1.7)")
-        elif not failed and len(frame) < header.size + header.length:
-            missing = header.size + header.length - len(frame)
-            out.append(f"  truncated: the frame is {len(frame) + missing} bytes, {len(frame)} are here:"
-                       f" {missing} missing (§5.2)")
-            failed = True
         yield "\n".join(out) + "\n"
-        if failed:
+        if error is not None:
             return
     if number == 0:
         yield "nothing to explain: no bytes given\n"
-    elif receiver is not None and receiver.opcode is not None:
+    elif direction is not None and direction.receiver.opcode is not None:
         yield "the bytes end inside a fragmented message: its last frame (FIN 1) has not come (§5.4)\n"
+
+
+def _truncated_header(exc: IncompleteHeader) -> str:
+    return (f"truncated header: {exc.available} byte(s) here, the header needs {exc.needed}:"
+            f" {exc.needed - exc.available} missing (§5.2)")
+
+
+#: The error zlib gives for a back-reference to bytes it never saw.
+_TOO_FAR_BACK = "invalid distance too far back"
+
+
+def _frame(label: str, header: FrameHeader, frame: bytes, direction: _Direction) -> tuple[list[str], str | None]:
+    """One frame explained, and the error it failed the connection with (None if it did not).
+
+    A truncated frame counts as failed: nothing after it can be read as frames.
+    """
+    out = [f"{label}: {_summary(header)}, {len(frame)} bytes, from the {direction.side}"]
+    receiver = direction.receiver
+    # A continuation's payload is shown as what its message is: text or binary.
+    kind = receiver.opcode if header.opcode == Opcode.CONT and receiver.opcode is not None else header.opcode
+    out += _fields(header, frame, direction.deflate, kind)
+    direction.inflated.clear()
+    error = _received(receiver, frame, header, direction.deflate, direction.inflated, out)
+    if error is None and len(frame) < header.size + header.length:
+        missing = header.size + header.length - len(frame)
+        out.append(f"  truncated: the frame is {len(frame) + missing} bytes, {len(frame)} are here:"
+                   f" {missing} missing (§5.2)")
+        return out, "truncated"
+    if error is not None and _TOO_FAR_BACK in error:
+        out.append("  this compressed message refers back to the messages sent before it in the same direction"
+                   " (context takeover, RFC 7692 §7.1.1, §7.2.3.2): they are not here, so it cannot be inflated")
+        if direction.gap:
+            out.append(f"  {direction.gap}, before it, was logged by its header alone: its bytes, which this"
+                       " message may refer back to, are not in the log")
+    return out, error
+
+
+def _hex_hints(error: str, number: int, side: str | None) -> list[str]:
+    """What to give instead, when the error comes from how the hex was given rather than from the frames."""
+    if _TOO_FAR_BACK in error:
+        return ["  give all the messages of that direction, from its first one after the handshake, in order,"
+                " in one call (with --deflate)"]
+    if "masked (§5.1)" in error and (number > 1 or side is None):
+        return ["  hex is read as the frames of one direction: give the other direction's frames in another"
+                " call, or give the -vv wire-view lines as they are, < and > included, to explain both"]
+    return []
 
 
 def _received(
     receiver: Receiver, frame: bytes, header: FrameHeader, deflate: bool, inflated: list[bytes], out: list[str]
-) -> bool:
-    """Feed one frame to the receiver and say what it made of it; False if it failed the connection.
+) -> str | None:
+    """Feed one frame to the receiver and say what it made of it; the error if it failed the connection.
 
     A truncated frame is fed too: the receiver checks a header, and the UTF-8
     of a text frame, before the whole frame has arrived, as it does on a socket.
@@ -424,15 +520,15 @@ def _code_meaning(code: int) -> str:
     return "not a valid close code (§7.4)"
 
 
-def _outcome(events: list[Event], out: list[str]) -> bool:
-    """Say what the receiver made of the frame; False if it failed the connection."""
+def _outcome(events: list[Event], out: list[str]) -> str | None:
+    """Say what the receiver made of the frame; the error if it failed the connection."""
     for opcode, value in events:
         if opcode is None:
             assert isinstance(value, ProtocolError)
             code = value.code
             out.append(f"  error: {value}")
             out.append(f"  the receiver fails the connection with close code {code} ({_code_meaning(code)})")
-            return False
+            return str(value)
         if opcode == Opcode.CLOSE:
             assert isinstance(value, Close)
             out.append(f"  => the peer's close: {value}; the receiver answers with a close frame (§5.5.1)")
@@ -446,7 +542,233 @@ def _outcome(events: list[Event], out: list[str]) -> bool:
         else:
             assert isinstance(value, bytes)
             out.append(f"  => message: binary, {len(value)} bytes")
-    return True
+    return None
+
+
+# --------------------------------------------------------------------------- wire-view lines
+
+# One line of the wire view (common.connection, -v/-vv), as the log writes it:
+#   2026-12-07 07:28:18,754 127.0.0.1:57324 < TEXT 'GET_TIME' [8 bytes, compressed to 10 bytes]
+#   2026-12-07 07:28:18,754 127.0.0.1:57324     frame c1 8a ee 74 74 f9 9c 03 79 70 e1 85 80 8c eb 74
+#   2026-12-07 07:28:18,754 127.0.0.1:57324     header 81 7e 00 c8 (then 200 payload bytes)
+#   2026-12-07 07:28:18,754 127.0.0.1:57324     Sec-WebSocket-Extensions: permessage-deflate
+# The time and the peer may be left out; any other line (the stage's own
+# console lines, "peer: connection open on /") is not the wire view's and
+# is passed over.
+_WIRE_LINE = re.compile(
+    r"\s*(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)?\s+)?"
+    r"(?:(?P<peer>\S+)\s+)??"
+    r"(?:(?P<mark>[<>=!%])\s(?P<what>.*)"
+    r"|(?P<kind>frame|header)\s+(?P<hex>.*)"
+    r"|(?P<name>[-!#$%&'*+.^_`|~0-9A-Za-z]+):\s(?P<value>.*))\Z")
+_REQUEST_LINE = re.compile(r"[A-Za-z]+ \S+ HTTP/")
+_HEADER_ONLY = re.compile(r"(?P<hex>[0-9a-fA-F ]*?)\s*\(then (?P<size>\d+) payload bytes\)\s*\Z")
+
+#: Who sent a frame, from its line's mark and the side that wrote the log.
+_SENDER = {("<", "server"): "client", ("<", "client"): "server", (">", "server"): "server", (">", "client"): "client"}
+
+
+class _Connection:
+    """What the wire view said so far of one connection (one peer in the log)."""
+
+    def __init__(self) -> None:
+        self.deflate: bool | None = None  # None: no handshake response in the lines
+        self.in_response = False  # the lines that follow are the 101 response's headers
+        self.mark = ""  # the < or > of the frame whose bytes come next
+        self.directions: dict[str, _Direction] = {}
+        self.unfinished: dict[str, str] = {}  # a message whose start was logged by its header alone
+        self.failed = False
+
+
+def _lines(pieces: Iterable[str]) -> Iterator[str]:
+    """The lines of text that comes in pieces; none longer than :data:`HANDSHAKE_LIMIT` characters."""
+    held = ""
+    for piece in pieces:
+        *lines, held = (held + piece).split("\n")
+        yield from lines
+        if len(held) > HANDSHAKE_LIMIT:
+            raise ValueError(f"a line of more than {HANDSHAKE_LIMIT:,} characters: not a wire-view line"
+                             " (a frame's line holds at most 139 bytes of hex)")
+    if held:
+        yield held
+
+
+def explain_wire_view(
+    text: str, *, side: str | None = None, deflate: bool = False, logged_by: str | None = None
+) -> str:
+    """Explain the frames in wire-view lines (the ``-vv`` log), each with its direction.
+
+    Lines are read as the log writes them (the time and the peer may be left
+    out, other lines are passed over). Each frame's sender comes from the
+    ``<`` or ``>`` line before its bytes, relative to the side that wrote the
+    log: ``logged_by``, else the handshake's lines (``< GET`` in a server's
+    log, ``> GET`` in a client's), else the first such frame's MASK bit
+    (clients mask, §5.1). A frame line with no ``<`` or ``>`` before it was
+    sent by ``side``, else by whoever its MASK bit says. Each direction of
+    each connection (peer) has its own receiver, hence its own decompression
+    context: compressed messages are inflated with ``deflate``, or when the
+    logged 101 response agreed on permessage-deflate (RFC 7692 §5). A frame
+    logged by its header alone (``header ... (then N payload bytes)``) is
+    named in one line: its payload is not in the log.
+    """
+    return "".join(_wire_lines(_lines([text]), side, deflate, logged_by))
+
+
+def _wire_lines(lines: Iterable[str], side: str | None, deflate: bool, logged_by: str | None) -> Iterator[str]:
+    """:func:`explain_wire_view` on lines that come one by one, a frame's lines at a time."""
+    connections: dict[str, _Connection] = {}
+    number = 0
+    seen = False  # a line with a mark or a frame's bytes
+    for line_number, line in enumerate(lines, 1):
+        match = _WIRE_LINE.match(line.rstrip("\r"))
+        if match is None:
+            continue
+        seen = seen or match["name"] is None
+        peer = match["peer"] or ""
+        connection = connections.setdefault(peer, _Connection())
+        if match["mark"] is not None:
+            what = match["what"].strip()
+            connection.in_response = False
+            if match["mark"] in "<>" and (_REQUEST_LINE.match(what) or what.startswith("HTTP/")):
+                request = not what.startswith("HTTP/")
+                # Who received a request, or sent a response, is the server.
+                logged_by = logged_by or ("server" if (match["mark"] == "<") == request else "client")
+                if request:  # a new connection: what an earlier one on this peer left is gone
+                    connection = connections[peer] = _Connection()
+                else:
+                    connection.in_response = what.split()[1:2] == ["101"]
+            elif match["mark"] in "<>":
+                connection.mark = match["mark"]
+                if connection.deflate is None and ", compressed to " in what:
+                    _agreed(connection)  # the log's side inflated it: permessage-deflate was agreed
+            elif what.startswith("connection is CLOSED"):
+                del connections[peer]  # its state goes: memory does not grow with the connections in a log
+        elif match["name"] is not None:
+            if connection.in_response and match["name"].lower() == "sec-websocket-extensions":
+                connection.deflate = _agrees_deflate(match["value"])
+        else:
+            connection.in_response = False
+            mark, connection.mark = connection.mark, ""
+            if connection.failed:
+                continue
+            number += 1
+            out, logged_by = _wire_frame(number, line_number, peer, match["kind"], match["hex"], mark, connection,
+                                         side, deflate, logged_by)
+            yield "\n".join(out) + "\n"
+    if not seen:
+        raise ValueError("nothing to explain: no hex (such as 81 05 48 65 6c 6c 6f), no handshake (GET ... or"
+                         " HTTP/1.1 ...) and no wire-view line (such as '< TEXT ...' or 'frame 81 05 ...')")
+    if number == 0:
+        yield ("nothing to explain: no frame's bytes in these lines (a 'frame ...' line, which the wire view"
+               " writes with -vv)\n")
+    for peer, connection in connections.items():
+        yield from _unfinished(connection, peer)
+
+
+def _agreed(connection: _Connection) -> None:
+    """permessage-deflate turns out agreed on a connection whose handshake is not in the lines.
+
+    A direction that has a receiver had no compressed message yet (it would
+    have failed): it gets a fresh decompression context, as it had.
+    """
+    connection.deflate = True
+    for direction in connection.directions.values():
+        if not direction.deflate:
+            direction.deflate = True
+            direction.receiver.extension = PerMessageDeflate()
+
+
+def _agrees_deflate(value: str) -> bool:
+    """Whether a 101 response's Sec-WebSocket-Extensions value agrees on permessage-deflate."""
+    try:
+        return any(name.lower() == DEFLATE for name, _ in parse_extensions([value]))
+    except NegotiationError:
+        return False
+
+
+def _wire_frame(
+    number: int, line_number: int, peer: str, kind: str, text: str, mark: str, connection: _Connection,
+    side: str | None, deflate: bool, logged_by: str | None,
+) -> tuple[list[str], str | None]:
+    """Frame ``number``, on line ``line_number``, explained; and who wrote the log, once a frame can tell."""
+    where = f"frame {number} (line {line_number}{', ' + peer if peer else ''})"
+    size: int | None = None
+    if kind == "header":
+        only = _HEADER_ONLY.match(text)
+        if only is None:
+            raise ValueError(f"line {line_number}: a header line ends with '(then N payload bytes)'")
+        text, size = only["hex"], int(only["size"])
+    try:
+        data = parse_hex(text)
+    except ValueError as exc:
+        raise ValueError(f"line {line_number}: {exc}") from None
+    try:
+        header = parse_header(data[:_MAX_HEADER])
+    except IncompleteHeader as exc:
+        connection.failed = True
+        return [f"{where}: {_truncated_header(exc)}"], logged_by
+    if mark and logged_by is None:  # the first frame with a mark: its MASK bit says who sent it
+        sender = "client" if header.masked else "server"
+        logged_by = sender if mark == ">" else ("server" if sender == "client" else "client")
+    sender = _SENDER[mark, logged_by] if mark and logged_by else side or ("client" if header.masked else "server")
+    if sender not in connection.directions:
+        agreed = deflate or bool(connection.deflate)
+        connection.directions[sender] = _Direction(sender, agreed)
+    direction = connection.directions[sender]
+    if size is not None or (sender in connection.unfinished and header.opcode == Opcode.CONT):
+        return [_not_in_the_log(where, f"frame {number}", header, size, connection, direction)], logged_by
+    out, error = _frame(where, header, data, direction)
+    if error is not None and _TOO_FAR_BACK in error and direction.gap:
+        # The log's fault, not the peer's: go on with the next frames, from a fresh context.
+        out.append("  the frames after it are explained as far as the log allows")
+        fresh = connection.directions[sender] = _Direction(sender, direction.deflate)
+        fresh.gap = direction.gap
+    elif error is not None:
+        if _TOO_FAR_BACK in error:
+            out.append(f"  give all the lines of this connection from its handshake on, in order (the {sender}'s"
+                       " messages from its first one)")
+        out.append("  the connection is failed (§7.1.7): its later frames are not explained")
+        connection.failed = True
+    return out, logged_by
+
+
+def _not_in_the_log(
+    where: str, name: str, header: FrameHeader, size: int | None, connection: _Connection, direction: _Direction
+) -> str:
+    """The one line for frame ``name``, whose payload, or whose message's start, is not in the log.
+
+    The direction goes on with a fresh receiver: the frames after the message
+    can be explained, but not a compressed one that refers back to it.
+    """
+    sender = direction.side
+    if size is not None:
+        what = (f"logged by its header alone, {size} payload bytes not in the log (-vv shows a frame's bytes"
+                " up to 125 bytes of payload): not explained in full")
+        start = connection.unfinished.get(sender) or name
+    else:
+        what = f"the rest of a message whose start ({connection.unfinished[sender]}) is not in the log: not explained"
+        start = connection.unfinished[sender]
+    if header.opcode >= Opcode.CLOSE:  # a control frame: the message around it goes on
+        return f"{where}: {_summary(header)}, from the {sender}, {what}"
+    if header.fin:
+        connection.unfinished.pop(sender, None)
+    else:
+        connection.unfinished[sender] = start
+    fresh = _Direction(sender, direction.deflate)
+    fresh.gap = start
+    connection.directions[sender] = fresh
+    return f"{where}: {_summary(header)}, from the {sender}, {what}"
+
+
+def _unfinished(connection: _Connection, peer: str) -> Iterator[str]:
+    """A line for each direction of a connection whose lines end inside a fragmented message, at their end."""
+    if connection.failed:
+        return
+    for sender, direction in connection.directions.items():
+        if direction.receiver.opcode is not None:
+            on = f" on {peer}" if peer else ""
+            yield (f"the lines{on} end inside a fragmented message from the {sender}: its last frame (FIN 1)"
+                   " is not in them (§5.4)\n")
 
 
 # --------------------------------------------------------------------------- handshakes

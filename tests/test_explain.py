@@ -9,6 +9,8 @@ and section the library's receiver gives.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -17,8 +19,13 @@ import zlib
 import pytest
 
 from common.__main__ import main
-from common.explain import explain, explain_frames, explain_handshake, parse_hex
+from common.explain import explain, explain_frames, explain_handshake, explain_wire_view, parse_hex
 from common.frames import CloseCode, Opcode, encode_frame
+
+try:                                    # tests/ as a package or as a plain directory
+    from .stage_util import REPO, running_stage
+except ImportError:
+    from stage_util import REPO, running_stage
 
 KEY = bytes.fromhex("37fa213d")
 
@@ -230,6 +237,224 @@ def test_rsv1_without_deflate_is_the_librarys_error() -> None:
 def test_rsv2_and_rsv3_fail_even_with_deflate(b0: int) -> None:
     out = explain_frames(bytes((b0, 0)), deflate=True)
     assert "error: reserved bits set without a negotiated extension (§5.2)" in out
+
+
+def test_a_compressed_message_without_the_ones_before_says_what_to_give() -> None:
+    """The second of two compressed messages, given alone, refers back to the first (context takeover):
+    the error says so and what to give; both in one call are inflated."""
+    compressor = zlib.compressobj(wbits=-15)
+    first, second = (compressor.compress(text.encode()) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                     for text in ("hello world " * 10, "hello world " * 10 + "!"))
+    frame1, frame2 = (encode_frame(Opcode.TEXT, data[:-4], rsv1=True) for data in (first, second))
+    alone = explain_frames(frame2, deflate=True)
+    assert "invalid distance too far back" in alone
+    assert ("this compressed message refers back to the messages sent before it in the same direction"
+            " (context takeover, RFC 7692 §7.1.1, §7.2.3.2)") in alone
+    assert ("give all the messages of that direction, from its first one after the handshake, in order,"
+            " in one call (with --deflate)") in alone
+    both = explain_frames(frame1 + frame2, deflate=True)
+    assert "error" not in both and both.count("=> message: text 'hello world hello world") == 2
+
+
+def test_hex_of_both_directions_says_one_direction_per_call() -> None:
+    """A client's frame then the server's answer, as hex in one call: the error says why, and what to give."""
+    out = frames("81 85 37 fa 21 3d 7f 9f 4d 51 58 81 05 48 65 6c 6c 6f")
+    assert "error: client frames must be masked (§5.1)" in out
+    assert ("hex is read as the frames of one direction: give the other direction's frames in another call,"
+            " or give the -vv wire-view lines as they are, < and > included, to explain both") in out
+
+
+# ------------------------------------------------------------------ wire-view lines (-vv, pasted as they are)
+
+
+def masked(opcode: int, payload: bytes, **options: object) -> bytes:
+    return encode_frame(opcode, payload, mask=True, mask_key=KEY, **options)  # type: ignore[arg-type]
+
+
+def line(mark_or_kind: str, rest: str, peer: str = "127.0.0.1:57324", time: str = "07:28:18,754") -> str:
+    """One line as the wire view logs it: the time, the peer, then a mark line or a frame's bytes."""
+    if mark_or_kind in ("frame", "header"):
+        return f"2026-12-07 {time} {peer}     {mark_or_kind} {rest}"
+    return f"2026-12-07 {time} {peer} {mark_or_kind} {rest}"
+
+
+def framed(mark: str, frame: bytes, peer: str = "127.0.0.1:57324") -> list[str]:
+    """The two lines of one frame in a -vv log: its < or > line, then its bytes."""
+    return [line(mark, f"TEXT '...' [{len(frame)} bytes]", peer), line("frame", frame.hex(" "), peer)]
+
+
+def headings(out: str) -> list[str]:
+    return [text for text in out.splitlines() if text.startswith("frame ")]
+
+
+SERVER_HANDSHAKE = [
+    line("<", "GET / HTTP/1.1"), line("", "Host: 127.0.0.1:5678").replace("  ", "     ", 1),
+    line(">", "HTTP/1.1 101 Switching Protocols"),
+    "2026-12-07 07:28:18,754 127.0.0.1:57324     Sec-WebSocket-Extensions: permessage-deflate",
+    line("=", "connection is OPEN"), "2026-12-07 07:28:18,754 127.0.0.1:57324: connection open on /",
+]
+
+
+def test_wire_view_lines_of_both_directions_are_explained_each_from_its_sender() -> None:
+    """A server's -vv lines pasted as they are: the client's masked frame (<) and the server's answer (>)
+    in one call, each labelled with its sender and checked against that sender's masking; the stage's own
+    console lines between them are passed over."""
+    text = "\n".join([
+        "listening on ws://127.0.0.1:5678/",
+        *framed("<", masked(Opcode.TEXT, b"GET_TIME")),
+        "127.0.0.1:57324 asked GET_TIME; answer: '2026-12-07T07:28:18.754Z'",
+        *framed(">", encode_frame(Opcode.TEXT, b"2026-12-07T07:28:18.754Z")),
+    ])
+    out = explain(text)
+    assert headings(out) == [
+        "frame 1 (line 3, 127.0.0.1:57324): final text frame, masked, 14 bytes, from the client",
+        "frame 2 (line 6, 127.0.0.1:57324): final text frame, unmasked, 26 bytes, from the server",
+    ]
+    assert "=> message: text 'GET_TIME' (8 bytes)" in out
+    assert "=> message: text '2026-12-07T07:28:18.754Z' (24 bytes)" in out
+    assert "error" not in out
+
+
+def test_the_side_that_wrote_the_log_decides_what_less_than_means() -> None:
+    """The same frames as a client logs them (its own frame >, the server's <): the same senders.
+    The handshake's lines say who wrote the log; without them, the first frame's MASK bit."""
+    client_log = [line(">", "GET / HTTP/1.1"), line("<", "HTTP/1.1 101 Switching Protocols"),
+                  *framed(">", masked(Opcode.TEXT, b"GET_TIME")), *framed("<", encode_frame(Opcode.TEXT, b"now"))]
+    for text in ("\n".join(client_log), "\n".join(client_log[2:])):
+        senders = [heading.rsplit(" ", 1)[1] for heading in headings(explain(text))]
+        assert senders == ["client", "server"], text
+
+
+def test_a_frame_that_breaks_its_senders_masking_is_still_an_error() -> None:
+    """Directions come from < and >, not from the MASK bit: the server's log shows a < frame that is not
+    masked after the handshake said the server wrote the log: the client broke §5.1."""
+    text = "\n".join([line("<", "GET / HTTP/1.1"), line(">", "HTTP/1.1 101 Switching Protocols"),
+                      *framed("<", encode_frame(Opcode.TEXT, b"hi"))])
+    out = explain(text)
+    assert "from the client" in out and "error: client frames must be masked (§5.1)" in out
+    assert "the connection is failed (§7.1.7): its later frames are not explained" in out
+
+
+def test_logged_by_says_who_wrote_lines_without_a_handshake(capsys: pytest.CaptureFixture[str]) -> None:
+    """--logged-by server: the < frame is the client's, whatever its MASK bit says."""
+    lines = framed("<", encode_frame(Opcode.TEXT, b"hi"))
+    assert main(["explain", "--logged-by", "server", *lines]) == 0
+    out = capsys.readouterr().out
+    assert "from the client" in out and "error: client frames must be masked (§5.1)" in out
+    assert main(["explain", *lines]) == 0  # without it, the MASK bit says: the server sent it, unmasked
+    assert "error" not in capsys.readouterr().out
+
+
+def test_each_direction_keeps_its_own_decompression_context() -> None:
+    """Compressed messages both ways, interleaved: each direction inflates with its own context, so the
+    second message of each, which refers back to the first of its direction, is inflated too. The 101
+    response in the lines says permessage-deflate was agreed: no --deflate needed."""
+    client, server = zlib.compressobj(wbits=-15), zlib.compressobj(wbits=-15)
+
+    def deflate(compressor, text: str) -> bytes:  # type: ignore[no-untyped-def]
+        return (compressor.compress(text.encode()) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+    lines = list(SERVER_HANDSHAKE)
+    for n in range(2):
+        lines += framed("<", masked(Opcode.TEXT, deflate(client, "ask " * 30 + str(n)), rsv1=True))
+        lines += framed(">", encode_frame(Opcode.TEXT, deflate(server, "answer " * 30 + str(n)), rsv1=True))
+    out = explain("\n".join(lines))
+    assert "error" not in out
+    for n in range(2):
+        assert f"=> message: text '{('ask ' * 30)[:64]}...' ({4 * 30 + 1} bytes)" in out
+        assert f"=> message: text '{('answer ' * 30)[:64]}...' ({7 * 30 + 1} bytes)" in out
+    without_handshake = explain("\n".join(lines[len(SERVER_HANDSHAKE):]))
+    assert "reserved bits set without a negotiated extension" in without_handshake  # --deflate then, as for hex
+    assert "error" not in explain("\n".join(lines[len(SERVER_HANDSHAKE):]), deflate=True)
+
+
+def test_a_frame_logged_by_its_header_alone_is_named_in_one_line() -> None:
+    """-vv logs a frame past 125 bytes of payload by its header: one line says so, the next frames go on."""
+    header = encode_frame(Opcode.BINARY, bytes(200))[:4]
+    lines = [*SERVER_HANDSHAKE[:3], line(">", "BINARY 00 00 ... [200 bytes]"),
+             line("header", f"{header.hex(' ')} (then 200 payload bytes)"),
+             *framed(">", encode_frame(Opcode.TEXT, b"after"))]
+    out = explain("\n".join(lines))
+    assert headings(out) == [
+        "frame 1 (line 5, 127.0.0.1:57324): final binary frame, unmasked, from the server, logged by its header"
+        " alone, 200 payload bytes not in the log (-vv shows a frame's bytes up to 125 bytes of payload): not"
+        " explained in full",
+        "frame 2 (line 7, 127.0.0.1:57324): final text frame, unmasked, 7 bytes, from the server",
+    ]
+    assert "=> message: text 'after' (5 bytes)" in out
+
+
+def test_compressed_wire_view_lines_from_the_middle_say_what_to_give() -> None:
+    """Lines that start after a compressed message the next one refers back to: the error says that the
+    message refers back (context takeover) and to give the lines from the handshake on."""
+    compressor = zlib.compressobj(wbits=-15)
+    first, second = ((compressor.compress(text.encode()) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+                     for text in ("GET_TIME " * 20, "GET_TIME " * 20 + "!"))
+    lines = [line("<", "TEXT 'GET_TIME GET_TIME ...' [180 bytes, compressed to 9 bytes]"),
+             line("frame", masked(Opcode.TEXT, first, rsv1=True).hex(" ")),
+             line("<", "TEXT 'GET_TIME GET_TIME ...' [181 bytes, compressed to 5 bytes]"),
+             line("frame", masked(Opcode.TEXT, second, rsv1=True).hex(" "))]
+    whole = explain("\n".join(lines))  # "compressed to" says permessage-deflate was agreed
+    assert "error" not in whole and "(181 bytes)" in whole
+    out = explain("\n".join(lines[2:]))
+    assert "invalid distance too far back" in out
+    assert "refers back to the messages sent before it in the same direction (context takeover" in out
+    assert ("give all the lines of this connection from its handshake on, in order (the client's messages from"
+            " its first one)") in out
+
+
+def test_bare_frame_lines_are_read_by_their_mask_bit() -> None:
+    """`frame ...` lines without their < or > lines (or with the time cut off): each frame's MASK bit
+    says who sent it, as for hex; --from says it for all of them."""
+    text = "\n".join(["    frame " + masked(Opcode.TEXT, b"GET_TIME").hex(" "),
+                      "frame " + encode_frame(Opcode.TEXT, b"now").hex(" ")])
+    assert [heading.rsplit(" ", 1)[1] for heading in headings(explain(text))] == ["client", "server"]
+    assert "error: client frames must be masked" in explain(text, side="client")
+
+
+def test_wire_view_lines_without_frame_bytes() -> None:
+    """-v lines (no bytes): nothing to explain, and the line says that -vv logs them."""
+    out = explain("2026-12-07 07:28:18,754 127.0.0.1:57324 < TEXT 'GET_TIME' [8 bytes]\n")
+    assert out == ("nothing to explain: no frame's bytes in these lines (a 'frame ...' line, which the wire view"
+                   " writes with -vv)\n")
+
+
+def test_a_frame_line_with_bad_hex_is_one_line_naming_it() -> None:
+    run = subprocess.run([sys.executable, "-m", "common", "explain", "< TEXT 'x' [1 bytes]", "frame 81 01 zz"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == ("error: line 2: not hex: 'z' (frames are given as hex bytes, such as"
+                          " 81 05 48 65 6c 6c 6f)\n")
+
+
+def test_explain_wire_view_is_what_explain_does_with_lines() -> None:
+    text = "\n".join(framed("<", masked(Opcode.TEXT, b"hi")))
+    assert explain_wire_view(text) == explain(text)
+
+
+def test_the_tours_session_explained_from_either_side_log(tmp_path) -> None:
+    """The tour: test2 with -vv, the CLI client with -vv; GET_TIME, a long compressible command twice (the
+    second refers back to the first), one past 125 bytes once compressed. Each side's whole terminal,
+    pasted as it is into one call, is explained frame by frame with the right senders and no error; the
+    long one is named by its header."""
+    commands = ["GET_TIME", "x" * 200, "x" * 200, os.urandom(150).hex()]
+    with running_stage("test2", "-vv", tmp_path=tmp_path) as stage:
+        client = subprocess.run([sys.executable, "-m", "common", "client", "-vv", stage.url()], cwd=REPO,
+                                input="".join(f"{command}\n" for command in commands),
+                                capture_output=True, text=True, timeout=30)
+        assert client.returncode == 0, client.stderr
+        stage.wait_for_output("connection is CLOSED")
+        assert stage.stop(signal.SIGINT) == 0
+    for log in (stage.output(), client.stderr):
+        out = explain(log)
+        assert "error" not in out, out
+        senders = [heading.split(", ")[-1] for heading in headings(out) if "header alone" not in heading]
+        # 4 commands (one by its header) and a close; 4 answers and a close; in the order each side saw them
+        assert sorted(senders) == ["from the client"] * 4 + ["from the server"] * 5, out
+        assert out.count("=> message: text 'GET_TIME' (8 bytes)") == 1
+        assert out.count(f"=> message: text '{'x' * 64}...' (200 bytes)") == 2
+        assert out.count("logged by its header alone") == 1
+        assert out.count("=> the peer's close: 1000 (normal closure)") == 2
 
 
 # ------------------------------------------------------------------ protocol errors
@@ -478,9 +703,9 @@ class _Sink:
         pass
 
 
-def _peak_explaining(path, frames: int) -> tuple[int, int]:
+def _peak_explaining(path, frames: int, frame: str = "8a00") -> tuple[int, int]:
     """Peak memory (tracemalloc) of ``explain --from server --file path``, and the lines it printed."""
-    path.write_text("8a00" * frames)  # empty pongs
+    path.write_text(frame * frames)  # empty pongs
     sink = _Sink()
     tracemalloc.start()
     try:
@@ -506,7 +731,33 @@ def test_memory_does_not_grow_with_the_number_of_frames(tmp_path, monkeypatch: p
     assert large < small + 256 * 1024, f"{frames} frames: peak {small} bytes; {4 * frames} frames: {large} bytes"
 
 
+def test_memory_does_not_grow_with_the_number_of_wire_view_lines(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for wire-view lines: each frame is explained as its line is read, and a connection's
+    state goes when its "connection is CLOSED" line comes."""
+    import common.explain
+    monkeypatch.setattr(common.explain, "PIECE", 1024, raising=False)
+    pong = "2026-12-07 07:28:18,754 127.0.0.1:{port} > PONG [0 bytes]\n" \
+           "2026-12-07 07:28:18,754 127.0.0.1:{port}     frame 8a 00\n"
+    frame = "".join(pong.format(port=port) for port in range(40000, 40010))
+    frame += "2026-12-07 07:28:18,754 127.0.0.1:40000 = connection is CLOSED: ...\n"
+    frames = 250
+    _peak_explaining(tmp_path / "warm-up.log", 10, frame)
+    small, small_lines = _peak_explaining(tmp_path / "small.log", frames, frame)
+    large, large_lines = _peak_explaining(tmp_path / "large.log", 4 * frames, frame)
+    assert large_lines == 4 * small_lines == 4 * 12 * 10 * frames
+    assert large < small + 256 * 1024, f"{frames} lines: peak {small} bytes; {4 * frames} lines: {large} bytes"
+
+
+WIRE_LINES = "\n".join([
+    "listening on ws://127.0.0.1:5678/", *SERVER_HANDSHAKE,
+    *framed("<", masked(Opcode.TEXT, b"GET_TIME")), *framed(">", bytes.fromhex("c1 07 f2 48 cd c9 c9 07 00")),
+    line(">", "BINARY [200 bytes]"), line("header", "82 7e 00 c8 (then 200 payload bytes)"),
+    *framed("<", masked(Opcode.CLOSE, b"\x03\xe8")), line("=", "connection is CLOSED: ..."), "server stopped",
+])
+
 STREAMED = [
+    WIRE_LINES,
+
     "0x81 0x05 0x48 0x65 0x6c 0x6c 0x6f",                            # 0x prefixes
     "0x8a0x00 8a 000x8a 00 8a0000",                                  # 0x after digits, a 0 before one
     "81 85 37 fa 21 3d\n7f 9f 4d 51 58\n  8a00 8a00 01 03 48 65 6c 80 02 6c 6f",  # masked, then unmasked: an error
