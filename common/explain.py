@@ -588,7 +588,7 @@ def _lines(pieces: Iterable[str]) -> Iterator[str]:
         yield from lines
         if len(held) > HANDSHAKE_LIMIT:
             raise ValueError(f"a line of more than {HANDSHAKE_LIMIT:,} characters: not a wire-view line"
-                             " (a frame's line holds at most 139 bytes of hex)")
+                             " (a frame's line holds at most 131 bytes of hex)")
     if held:
         yield held
 

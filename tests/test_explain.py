@@ -427,6 +427,26 @@ def test_a_frame_line_with_bad_hex_is_one_line_naming_it() -> None:
                           " 81 05 48 65 6c 6c 6f)\n")
 
 
+def test_text_that_is_neither_hex_nor_a_handshake_nor_wire_view_lines_is_one_line() -> None:
+    run = subprocess.run([sys.executable, "-m", "common", "explain"], input="hello there\nhow are you\n",
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == ("error: nothing to explain: no hex (such as 81 05 48 65 6c 6c 6f), no handshake (GET ... or"
+                          " HTTP/1.1 ...) and no wire-view line (such as '< TEXT ...' or 'frame 81 05 ...')\n")
+
+
+def test_a_line_beyond_the_limit_is_one_line(tmp_path) -> None:
+    """Lines are read one at a time, none held past HANDSHAKE_LIMIT characters: one line says so."""
+    from common.explain import HANDSHAKE_LIMIT
+    path = tmp_path / "huge.log"
+    path.write_text("< TEXT 'x' [1 bytes]\n" + "z" * (HANDSHAKE_LIMIT + 10))
+    run = subprocess.run([sys.executable, "-m", "common", "explain", "--file", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == (f"error: a line of more than {HANDSHAKE_LIMIT:,} characters: not a wire-view line"
+                          " (a frame's line holds at most 131 bytes of hex)\n")
+
+
 def test_explain_wire_view_is_what_explain_does_with_lines() -> None:
     text = "\n".join(framed("<", masked(Opcode.TEXT, b"hi")))
     assert explain_wire_view(text) == explain(text)
