@@ -445,7 +445,7 @@ def test_test9_is_served_by_its_server(open_tab, screenshots, tmp_path) -> None:
         save_screenshot(tabs[0], screenshots, "test9-served")
     # The page names an inline icon: no request for /favicon.ico, so no 404 in the console.
     assert sorted(line for line in server.output().splitlines() if line.startswith("HTTP ")) == \
-        ["HTTP / -> 200, the dashboard", "HTTP /dashboard -> 200, the dashboard"]
+        ["HTTP / -> 200", "HTTP /dashboard -> 200"]
 
 
 # A page of some web site that hides a sandboxed frame: its sockets say "Origin: null", as a page
