@@ -93,7 +93,7 @@ class Echo:
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
         listening = self.wait_for(lambda line: line.startswith("listening on "), "a 'listening on' line")
-        self.url = listening.split("listening on ", 1)[1].strip() + "/"
+        self.url = listening.split("listening on ", 1)[1].strip()
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
