@@ -29,8 +29,9 @@ its own name at this machine's address to pass the same-origin rule.
 
 New since test8: route() replaces only_known_paths(), run() reads the page
 (runner.read_page()); same_origin() instead of ORIGINS, hosts= with
---allow-host; the console says which http:// address to open. The page asks
-for no address: it takes its own location.
+--allow-host; --keepalive (a page left open for days must notice a dead
+link: serve()'s pings); the console says which http:// address to open.
+The page asks for no address: it takes its own location.
 
 Run:   python3 test9/server.py    (-v: every frame; --help: all options)
 Open:  http://localhost:5678/ here, or an address the server printed on
@@ -201,9 +202,11 @@ async def run(args: runner.Args) -> None:
     acquisition = Acquisition(runner.scaled(SAMPLE_PERIOD))
     try:
         # hosts: only requests for this machine's own names (DNS rebinding), checked before route(), pages included.
+        # --keepalive: ping_interval and ping_timeout; the close handshake gets half (10 s of 20, common's default).
         async with serve(functools.partial(handler, acquisition=acquisition), args.host, args.port, ssl=args.ssl,
                          origins=same_origin, process_request=functools.partial(route, page=page),
-                         hosts=local_names(args.allow_host)) as server:
+                         hosts=local_names(args.allow_host), ping_interval=args.keepalive,
+                         ping_timeout=args.keepalive, close_timeout=args.keepalive / 2) as server:
             # Only now that the port is ours: a server that cannot start leaves the log alone (common/runner.py).
             acquisition.start(runner.open_log(args.log))
             runner.announce(server, args, None)     # None: the page is served here, http(s)://localhost:PORT/
@@ -218,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = runner.options(__doc__, host=HOST, log=LOG)
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="also answer requests for NAME (a DNS name or address of this machine); repeatable")
+    parser.add_argument("--keepalive", type=runner.positive, default=20, metavar="SECONDS",
+                        help="ping each client every SECONDS; drop one that does not answer or stops reading"
+                             " for SECONDS (default: %(default)s; the tests use less)")
     args = runner.parse(parser, argv)
     return runner.run(run(args))
 

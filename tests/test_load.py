@@ -351,7 +351,7 @@ def test_10000_idle_connections_to_the_echo_server(tmp_path):
                               cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()        # bounded: the server prints it at once, or exits
-        match = re.fullmatch(r"listening on ws://127\.0\.0\.1:(\d+)\n", line)
+        match = re.fullmatch(r"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
         assert match, (line, server.poll())
         port = int(match.group(1))
         limits = Path(f"/proc/{server.pid}/limits").read_text()
