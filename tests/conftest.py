@@ -15,12 +15,11 @@ echo server) are in helpers.py.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import os
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from helpers import serve_page
 
 try:                                    # tests/ as a package or as a plain directory
     from . import bidi, cdp
@@ -210,33 +209,7 @@ def web_site() -> Iterator[Callable[[str], str]]:
     origin than any stage's, and a secure context, as every loopback origin) and returns that URL.
     Every such server is shut down after the test."""
     with contextlib.ExitStack() as stack:
-        yield lambda page: stack.enter_context(_web_site(page))
-
-
-@contextlib.contextmanager
-def _web_site(page: str) -> Iterator[str]:
-    """Serve ``page`` at http://127.0.0.1:PORT/ in a thread; yield the URL."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = page.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass                        # quiet
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="web-site", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        yield lambda page: stack.enter_context(serve_page(page))
 
 
 # ============================================================ the echo server

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import http.server
+import ssl
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from common import Server, ServerConnection, serve
@@ -55,3 +58,31 @@ async def serving(handler: Callable[[ServerConnection], Awaitable[None]] = echo,
         scheme = "wss" if options.get("ssl") else "ws"
         server.url = f"{scheme}://127.0.0.1:{server.port}/"
         yield server
+
+
+@contextlib.contextmanager
+def serve_page(page: str, context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``page`` at http://127.0.0.1:PORT/ (https:// with ``context``) in a thread; yield the URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass                        # quiet
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="page-server", daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

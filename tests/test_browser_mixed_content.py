@@ -18,13 +18,11 @@ this machine or a private address) does not show here: the page is on
 from __future__ import annotations
 
 import contextlib
-import http.server
 import ssl
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import serve_page
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -39,33 +37,11 @@ window.probe = (url) => new Promise((resolve) => {
 </script>"""
 
 
-@contextlib.contextmanager
-def https_site(page: str) -> Iterator[str]:
-    """Serve ``page`` at https://127.0.0.1:PORT/ (the fixture certificate) in a thread; yield the URL."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = page.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass                        # quiet
-
+def https_site(page: str) -> contextlib.AbstractContextManager[str]:
+    """Serve ``page`` at https://127.0.0.1:PORT/ with the fixture certificate."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(FIXTURES / "localhost.pem", FIXTURES / "localhost.key")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, name="https-site", daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    return serve_page(page, context)
 
 
 @pytest.fixture
