@@ -178,7 +178,7 @@ class Server:
                 request = parse_request(head)
                 # Before process_request: the pages it serves need the check as much as the sockets do.
                 check_host(request.headers, self.hosts)
-                response = await self._process_request(request, format_address(peer))
+                response = await self._process_request(request, peer)
                 if response is not None:
                     writer.write(response)
                     await writer.drain()
@@ -207,7 +207,7 @@ class Server:
         connection.response_headers = Headers(accept.headers)
         return connection
 
-    async def _process_request(self, request: Request, peer: str) -> bytes | None:
+    async def _process_request(self, request: Request, peer: Any) -> bytes | None:
         """Let the application answer plain HTTP (test9 serves its page so).
 
         Each answer is logged at INFO (:data:`ANSWERED`: peer, method, path,
@@ -234,7 +234,7 @@ class Server:
                 raise InvalidHandshake("HEAD cannot open a WebSocket", HTTPStatus.METHOD_NOT_ALLOWED, [("Allow", "GET")])
             return None
         status, headers, body = answer
-        logger.info(ANSWERED, peer, request.method, request.path, int(status))
+        logger.info(ANSWERED, format_address(peer), request.method, request.path, int(status))
         items = list(headers.items()) if isinstance(headers, dict) else list(headers)
         if not any(name.lower() == "content-length" for name, _ in items):
             items.append(("Content-Length", str(len(body))))
