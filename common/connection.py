@@ -32,7 +32,6 @@ import logging
 import os
 import struct
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Union, cast
 
@@ -109,7 +108,8 @@ class Connection:
 
     ``max_size`` bounds an incoming message (None: no bound, 1009 beyond it);
     ``max_queue`` bounds how many received messages wait for :meth:`recv`
-    before reading from the socket pauses; ``ping_interval`` and
+    before reading from the socket pauses (it resumes once :meth:`recv` has
+    taken them down to a quarter of ``max_queue``); ``ping_interval`` and
     ``ping_timeout`` drive keepalive (None disables: the pong must come within
     ``ping_timeout`` of reading that our own full queue did not pause, so a
     slow application never blames the peer); ``close_timeout`` bounds
@@ -174,9 +174,10 @@ class Connection:
             log_in=self._log_frame_in if self.debug else None,
             log_out=self._log_frame_out if self.debug else None,
         )
-        # At most max_queue messages: the receiver parses no more until
-        # recv() makes room (see _receive).
-        self._messages: deque[Data] = deque()
+        # At most max_queue messages (see _receive). A list, not a deque: it
+        # is short, and an empty deque costs 760 bytes per connection where a
+        # list costs 56.
+        self._messages: list[Data] = []
         self._recv_waiter: asyncio.Future[None] | None = None
         # True while a recv() call runs or waits: the application is reading,
         # so the peer's close waits for the messages before it (_after_delivery).
@@ -263,37 +264,35 @@ class Connection:
         :class:`ConnectionClosedError` otherwise, once every message received
         before the close was returned.
         """
+        # One coroutine, not two: every idle connection holds this frame.
         self._receiving = True
         try:
-            return await self._next_message()
+            while True:
+                if self._messages:
+                    message = self._messages.pop(0)
+                    if self._reading_paused and len(self._messages) <= self.max_queue >> 2:
+                        self._resume_reading()
+                    return message
+                # Everything that came before the close, the bad frame or the
+                # peer's EOF was returned: what was waiting for that goes on.
+                if self._deferred is not None:
+                    self._run_deferred()
+                if self._eof_waiter is not None and not self._eof_waiter.done():
+                    self._eof_waiter.set_result(None)
+                if self.protocol.state is State.CLOSED or self.protocol.receiving_done:
+                    await asyncio.shield(self._closed)
+                    raise self.protocol.closed_exception()
+                if self._recv_waiter is not None:
+                    raise RuntimeError("recv() called while another coroutine is already waiting for a message")
+                # About to wait: what the handler wrote meanwhile goes out now.
+                self._flush()
+                self._recv_waiter = self.loop.create_future()
+                try:
+                    await self._recv_waiter
+                finally:
+                    self._recv_waiter = None
         finally:
             self._receiving = False
-
-    async def _next_message(self) -> Data:
-        while True:
-            if self._messages:
-                message = self._messages.popleft()
-                if self._reading_paused:
-                    self._resume_reading()
-                return message
-            # Everything that came before the close, the bad frame or the
-            # peer's EOF was returned: what was waiting for that goes on.
-            if self._deferred is not None:
-                self._run_deferred()
-            if self._eof_waiter is not None and not self._eof_waiter.done():
-                self._eof_waiter.set_result(None)
-            if self.protocol.state is State.CLOSED or self.protocol.receiving_done:
-                await asyncio.shield(self._closed)
-                raise self.protocol.closed_exception()
-            if self._recv_waiter is not None:
-                raise RuntimeError("recv() called while another coroutine is already waiting for a message")
-            # About to wait: what the handler wrote meanwhile goes out now.
-            self._flush()
-            self._recv_waiter = self.loop.create_future()
-            try:
-                await self._recv_waiter
-            finally:
-                self._recv_waiter = None
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self._iterate()
@@ -439,8 +438,12 @@ class Connection:
 
         At most ``max_queue`` messages wait for recv(): once the queue is
         full, the receiver keeps the rest of what was read unparsed and
-        reading pauses, until recv() takes a message (backpressure, so that
-        TCP pushes back on the peer). Once our close frame is out, the
+        reading pauses (backpressure, so that TCP pushes back on the peer).
+        It resumes only once recv() has taken the queue down to a quarter of
+        ``max_queue``, the low mark, and then parses a batch: pausing and
+        resuming once per message would cost a trip through the parser, the
+        transport's pause and its resume for every message of a peer that
+        keeps the queue full. Once our close frame is out, the
         application has stopped reading: everything is parsed so that the
         peer's close is seen, and messages beyond the queue are dropped, with
         every one after them (the application gets a prefix of what was sent).
@@ -482,13 +485,11 @@ class Connection:
 
     def _resume_reading(self) -> None:
         """Parse what was held back, then read again, as far as the queue has room."""
-        if len(self._messages) >= self.max_queue and self.protocol.state is State.OPEN:
-            return
         self._reading_paused = False
-        if not self.transport.is_closing():
-            self.transport.resume_reading()
         if self.protocol.pending:
-            self._receive(b"")
+            self._receive(b"")  # which pauses again if the batch fills the queue
+        if not self._reading_paused and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _acknowledge_pings(self, payload: bytes) -> None:
         if payload not in self._pings:

@@ -546,8 +546,9 @@ class Protocol:
         self.close_rcvd_then_sent: bool | None = None
         #: True once this side failed the connection (see :meth:`fail`).
         self.failed = False
-        # Bytes produced while receiving (pongs), until data_to_send().
-        self._pending_output: list[bytes] = []
+        # Bytes produced while receiving (pongs), until data_to_send(); None
+        # rather than an empty list, which every idle connection would hold.
+        self._pending_output: list[bytes] | None = None
 
     # -------------------------------------------------------------- receiving
 
@@ -578,6 +579,8 @@ class Protocol:
                     append(Pong(payload))
                     continue
                 if self.state is State.OPEN:
+                    if self._pending_output is None:
+                        self._pending_output = []
                     self._pending_output += self._frame(_PONG, payload)
                 append(Ping(payload))
             else:
@@ -587,7 +590,7 @@ class Protocol:
     def receive_eof(self) -> None:
         """The TCP connection ended (the peer's EOF, or it broke): CLOSED."""
         self.state = State.CLOSED
-        self._pending_output.clear()
+        self._pending_output = None
 
     @property
     def pending(self) -> int:
@@ -601,8 +604,8 @@ class Protocol:
 
     def data_to_send(self) -> list[bytes]:
         """The bytes that receiving produced (pongs), in order; taken once."""
-        output, self._pending_output = self._pending_output, []
-        return output
+        output, self._pending_output = self._pending_output, None
+        return [] if output is None else output
 
     # ---------------------------------------------------------------- sending
 

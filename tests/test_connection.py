@@ -314,6 +314,40 @@ def test_after_our_close_what_is_delivered_has_no_gap():
     run(main())
 
 
+def test_a_full_queue_pauses_reading_once_per_batch_not_once_per_message():
+    """Two marks: reading pauses when max_queue messages wait and resumes only
+    once recv() has taken them down to a quarter of it, then parses a batch.
+    Resuming for every message taken would pass every later message of a
+    pipelining peer through a pause and a resume of its own."""
+
+    async def main():
+        count, max_queue = 2000, 16
+        gate = asyncio.Event()
+        longest = 0
+
+        async def handler(ws):
+            nonlocal longest
+            await gate.wait()
+            for _ in range(count):
+                longest = max(longest, len(ws._messages))
+                await ws.send(await ws.recv())
+
+        async with serving(handler, max_queue=max_queue) as srv:
+            reader, writer = await open_raw_websocket(srv.port)
+            writer.write(b"".join(b"\x82\x84\x00\x00\x00\x00" + i.to_bytes(4, "big") for i in range(count)))
+            conn = next(iter(srv.connections))
+            await wait_until(lambda: conn._reading_paused)
+            gate.set()
+            for i in range(count):
+                assert await asyncio.wait_for(reader.readexactly(6), BOUND) == b"\x82\x04" + i.to_bytes(4, "big")
+            # Each pause lets at least max_queue - max_queue // 4 messages through.
+            assert conn._pauses <= count // (max_queue - max_queue // 4) + 1
+            assert longest == max_queue
+            writer.close()
+
+    run(main())
+
+
 def test_slow_reader_applies_backpressure_instead_of_buffering():
     """When max_queue messages wait unread, the server stops reading the socket."""
 
