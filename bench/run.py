@@ -16,6 +16,9 @@ Servers (each started as ``python3 bench/servers/NAME_echo.py 0 [--deflate]``, w
   websockets          the same on websockets.asyncio.server (optional: skipped if absent)
   websockets+deflate  the same with compression="deflate"        (small echo, broadcast)
   tcp                 asyncio-streams TCP echo, no WebSocket: the floor for echo scenarios
+  streams             the least WebSocket echo on asyncio streams (one task, readexactly per
+                      frame, no validation): the floor for a library on streams (small,
+                      pipelined)
 
 Scenarios:
   small      1 connection, 32-byte text, one message at a time: round trips/s
@@ -111,6 +114,7 @@ SERVERS = {
     "websockets": ServerSpec("websockets", "websockets_echo.py"),
     "websockets+deflate": ServerSpec("websockets+deflate", "websockets_echo.py", ["--deflate"], deflate=True),
     "tcp": ServerSpec("tcp", "tcp_echo.py", raw_tcp=True),
+    "streams": ServerSpec("streams", "streams_echo.py"),
 }
 
 
@@ -122,8 +126,8 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("small", "small echo", ["tcp", "common", "websockets", "common+deflate", "websockets+deflate"], 1.3),
-    Scenario("pipelined", "pipelined", ["tcp", "common", "websockets"], 2.0),
+    Scenario("small", "small echo", ["tcp", "streams", "common", "websockets", "common+deflate", "websockets+deflate"], 1.3),
+    Scenario("pipelined", "pipelined", ["tcp", "streams", "common", "websockets"], 2.0),
     Scenario("large", "large 1 MiB", ["tcp", "common", "websockets"], 0.5),
     Scenario("broadcast", "broadcast", ["common", "websockets", "common+deflate", "websockets+deflate"], 1.5),
     Scenario("memory", "idle memory", ["common", "websockets"], 0.5, higher_is_better=False),

@@ -348,6 +348,47 @@ def test_a_full_queue_pauses_reading_once_per_batch_not_once_per_message():
     run(main())
 
 
+def test_a_handler_waiting_in_recv_reads_for_itself_without_a_reading_task():
+    """While the handler waits in recv(), recv() reads the socket: an idle
+    connection has one task, its handler's, not a reading task as well."""
+
+    async def main():
+        async with serving() as srv:
+            baseline = len(asyncio.all_tasks())
+            peers = [await open_raw_websocket(srv.port) for _ in range(20)]
+            await wait_until(lambda: len(srv.connections) == 20 and all(c._receiving for c in srv.connections))
+            assert len(asyncio.all_tasks()) - baseline == 20
+            for reader, writer in peers:
+                writer.write(b"\x81\x82\x00\x00\x00\x00hi")
+                assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x81\x02hi"
+                writer.close()
+
+    run(main())
+
+
+def test_a_handler_that_stops_reading_still_answers_pings_and_the_close():
+    """Once the handler stops calling recv(), a reading task takes over:
+    pings are answered and the peer's close is answered at once."""
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def handler(ws):
+            await ws.recv()
+            await gate.wait()
+
+        async with serving(handler) as srv:
+            reader, writer = await open_raw_websocket(srv.port)
+            writer.write(b"\x81\x82\x00\x00\x00\x00hi" + b"\x89\x81\x00\x00\x00\x00p")
+            assert await asyncio.wait_for(reader.readexactly(3), BOUND) == b"\x8a\x01p"
+            writer.write(b"\x88\x82\x00\x00\x00\x00\x03\xe8")
+            assert await asyncio.wait_for(reader.readexactly(4), BOUND) == b"\x88\x02\x03\xe8"
+            gate.set()
+            writer.close()
+
+    run(main())
+
+
 def test_slow_reader_applies_backpressure_instead_of_buffering():
     """When max_queue messages wait unread, the server stops reading the socket."""
 
