@@ -77,6 +77,10 @@ READ_SIZE = 262144
 # allocator this is one allocation and nothing else.
 bytes(2 * READ_SIZE)
 
+# How long reading may wait for a handler that recv() returned to (see recv):
+# while it is busy elsewhere, pings wait this long for their pong at most.
+HAND_BACK = 0.05
+
 # Up to this size, bytes to send may wait to be joined with others into one write.
 _JOIN_LIMIT = 16384
 
@@ -127,7 +131,7 @@ class Connection:
         "response_headers", "path", "remote_address", "debug", "protocol",
         "_messages", "_recv_waiter", "_receiving", "_reading_paused", "_dropping",
         "_deferred", "_eof_waiter", "_pings", "_timer", "_pauses", "_abort_timer", "_closed", "_reader_task",
-        "_reading_inline", "_watching",
+        "_reading_inline", "_watch",
         "stalled_since", "_outgoing", "_outgoing_size", "_answered", "__dict__",
     )
 
@@ -207,8 +211,8 @@ class Connection:
         # because the loop only holds tasks weakly.
         self._reader_task: asyncio.Task[None] | None = None
         self._reading_inline = False
-        # Whether _keep_reading is scheduled.
-        self._watching = False
+        # The pending call of _keep_reading, if any (see recv).
+        self._watch: asyncio.Handle | None = None
         #: When broadcast() first found the send buffer full; None if it is not.
         self.stalled_since: float | None = None
         # Frames written during one turn of the event loop, sent together.
@@ -278,11 +282,12 @@ class Connection:
                     message = self._messages.pop(0)
                     if self._reading_paused and len(self._messages) <= self.max_queue >> 2:
                         self._resume_reading()
-                    if self._reader_task is None and not self._watching:
-                        # If the handler does not come back to recv() by the
-                        # next turn of the loop, a task reads for it.
-                        self._watching = True
-                        self.loop.call_soon(self._keep_reading)
+                    if self._reader_task is None and self._watch is None:
+                        # If the handler has not come back to recv() within
+                        # HAND_BACK, a task reads for it. A timer, not a call
+                        # at the next turn of the loop: that turn would cost
+                        # every message; the timer is armed once per HAND_BACK.
+                        self._watch = self.loop.call_later(HAND_BACK, self._keep_reading)
                     return message
                 # Everything that came before the close, the bad frame or the
                 # peer's EOF was returned: what was waiting for that goes on.
@@ -290,11 +295,18 @@ class Connection:
                     self._run_deferred()
                 if self._eof_waiter is not None and not self._eof_waiter.done():
                     self._eof_waiter.set_result(None)
-                if self.protocol.state is State.CLOSED or self.protocol.receiving_done:
-                    self._keep_reading()  # the reading task sees the connection to its end
-                    await asyncio.shield(self._closed)
+                if self.protocol.state is State.CLOSED:
                     raise self.protocol.closed_exception()
-                if self._recv_waiter is not None or self._reading_inline:
+                busy = self._recv_waiter is not None or self._reading_inline
+                if self.protocol.receiving_done:
+                    # Nothing more to read but the end of the connection: the
+                    # reading task sees to it, and wakes this recv() when it
+                    # comes (or every waiter, through wait_closed()).
+                    self._keep_reading()
+                    if busy:
+                        await self.wait_closed()
+                        continue
+                elif busy:
                     raise RuntimeError("recv() called while another coroutine is already waiting for a message")
                 # About to wait: what the handler wrote meanwhile goes out now.
                 self._flush()
@@ -390,11 +402,16 @@ class Connection:
         check_control_payload(reason.encode(), limit=123)
         if self.protocol.state is State.OPEN:
             self._send_close(self.protocol.send_close(Close(code, reason)))
-        await asyncio.shield(self._closed)
+        await self.wait_closed()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed."""
-        await asyncio.shield(self._closed)
+        self._keep_reading()  # the reading task sees the connection to its end
+        # Shielded: cancelling one waiter must not cancel the future that
+        # every waiter shares. Not when it is done: a shield costs a future
+        # and two callbacks, on every connection's way out.
+        if not self._closed.done():
+            await asyncio.shield(self._closed)
 
     # ------------------------------------------------------------ reading side
 
@@ -418,15 +435,14 @@ class Connection:
         connection) unless the handler stops reading."""
         if self.debug:
             logger.debug("%s = connection is OPEN", self.peer)
-        self._watching = True
-        self.loop.call_soon(self._keep_reading)
+        self._watch = self.loop.call_soon(self._keep_reading)
         if self.ping_interval is not None:
             self._timer = self.loop.call_later(self.ping_interval, self._keepalive)
 
     def _keep_reading(self) -> None:
         """Make sure that something reads: a reading task, unless recv() does."""
-        self._watching = False
-        if self._reader_task is None and not self._reading_inline:
+        self._watch = None
+        if self._reader_task is None and not self._reading_inline and self.protocol.state is not State.CLOSED:
             self._reader_task = self.loop.create_task(self._read_loop())
 
     async def _read_inline(self) -> None:
@@ -643,21 +659,22 @@ class Connection:
         ``close_timeout`` after the peer's EOF, or after our close frame if
         that came first (None: ``close_timeout`` from now).
         """
-        timer, self._abort_timer = self._abort_timer, None
-        if timer is not None:
-            timer.cancel()
-            deadline = timer.when() if deadline is None else min(deadline, timer.when())
-        if deadline is None:
-            deadline = self.loop.time() + self.close_timeout
+        timer = self._abort_timer
+        if timer is None or (deadline is not None and deadline < timer.when()):
+            if timer is not None:
+                timer.cancel()
+            if deadline is None:
+                deadline = self.loop.time() + self.close_timeout
+            timer = self._abort_timer = self.loop.call_at(deadline, self._abort)
+        # The abort ends the wait, if nothing else does: one timer, rather
+        # than a timeout around a shielded wait (every wait_closed() shares
+        # one future, which a timeout would cancel for the other waiters).
         try:
-            async with asyncio.timeout_at(deadline):
-                # Shielded: every wait_closed() shares one future, which the
-                # timeout would cancel for the other waiters too.
-                await asyncio.shield(self.writer.wait_closed())
-        except TimeoutError:
-            self._abort()
+            await self.writer.wait_closed()
         except Exception:  # what the connection died of; _read_loop has seen it already
             pass
+        finally:
+            timer.cancel()
 
     def _connection_lost(self) -> None:
         """Reading ended: the peer's EOF, or the connection broke."""
@@ -666,6 +683,8 @@ class Connection:
             logger.debug("%s = connection is CLOSED: %s", self.peer, self.protocol.describe_close())
         if self._timer is not None:
             self._timer.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         if not self.transport.is_closing():
             # The peer's close and its FIN may come in one read: the close
             # frame we queued in answer must still go out before ours.
@@ -827,7 +846,7 @@ class Connection:
 
     async def _raise_closed(self) -> None:
         """Raise ConnectionClosed once the closing connection has closed."""
-        await asyncio.shield(self._closed)
+        await self.wait_closed()
         raise self.protocol.closed_exception()
 
     def __repr__(self) -> str:
