@@ -23,6 +23,12 @@ import benchproto  # noqa: E402
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+# As common/connection.py does at import: free one 512 KiB block, so that glibc's
+# malloc stops serving asyncio's 256 KiB read buffers with mmap (see bench/README.md,
+# "The allocator"); without it the floor pays three system calls per read that the
+# servers it is compared with do not.
+bytes(2 * 262144)
+
 
 def accept_key(head):
     for line in head.split(b"\r\n"):

@@ -15,6 +15,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import benchproto  # noqa: E402
 
+# As common/connection.py does at import: free one 512 KiB block, so that glibc's
+# malloc stops serving asyncio's 256 KiB read buffers with mmap (see bench/README.md,
+# "The allocator"); without it the floor pays three system calls per read that the
+# servers it is compared with do not.
+bytes(2 * 262144)
+
 
 async def handle(reader, writer):
     try:
