@@ -311,7 +311,18 @@ class Connection:
                 # About to wait: what the handler wrote meanwhile goes out now.
                 self._flush()
                 if self._reader_task is None:
-                    await self._read_inline()
+                    # Reading is this recv()'s (see start): it awaits the
+                    # socket itself, here rather than in a coroutine of its
+                    # own, which would cost one more per message.
+                    self._reading_inline = True
+                    try:
+                        data = await self.reader.read(READ_SIZE)
+                    except (ConnectionError, OSError):
+                        data = b""  # the stream keeps its error: the reading task meets it again
+                    finally:
+                        # Also when recv() is cancelled: what came stays in the stream's buffer.
+                        self._reading_inline = False
+                    self._received_inline(data)
                     continue
                 self._recv_waiter = self.loop.create_future()
                 try:
@@ -416,7 +427,7 @@ class Connection:
     # ------------------------------------------------------------ reading side
 
     # Who reads the socket. A handler waiting in recv() reads it itself
-    # (_read_inline): the bytes then reach the handler's task in the turn of
+    # (see recv): the bytes then reach the handler's task in the turn of
     # the loop they arrive in, where handing them over from a reading task
     # costs a turn, a future and a task switch per message, about a fifth of
     # a small echo's round trip. Whenever no recv() is reading (the handler
@@ -445,16 +456,8 @@ class Connection:
         if self._reader_task is None and not self._reading_inline and self.protocol.state is not State.CLOSED:
             self._reader_task = self.loop.create_task(self._read_loop())
 
-    async def _read_inline(self) -> None:
-        """recv() reads the socket itself, once, and parses what came."""
-        self._reading_inline = True
-        try:
-            data = await self.reader.read(READ_SIZE)
-        except (ConnectionError, OSError):
-            data = b""  # the stream keeps its error: the reading task meets it again
-        finally:
-            # Also when recv() is cancelled: what came stays in the stream's buffer.
-            self._reading_inline = False
+    def _received_inline(self, data: bytes) -> None:
+        """Parse what recv() read itself (b"": the stream ended or failed)."""
         if not data:
             # The peer's EOF (the stream returns it again) or an error: the
             # reading task ends the connection, as it always does.

@@ -184,7 +184,8 @@ class Receiver:
         self.room = -1 if max_messages is None else max_messages
         self.controls = 0
         try:
-            while self.room and not self.done:
+            # A frame's first two bytes, at least, before a call that may parse it.
+            while self.room and not self.done and len(buf) - pos >= 2:
                 consumed = self._parse_frame(buf, pos, events)
                 if not consumed:
                     break
