@@ -16,7 +16,7 @@ from .exceptions import InvalidMessage
 from .handshake import accept_response, build_request, generate_key
 from .http11 import MAX_HEAD, Headers, parse_response
 from .options import CONNECTION_OPTIONS, ConnectionOptions, check_names
-from .streams import read_head
+from .streams import Reader, open_connection, read_head
 
 __all__ = ["connect", "ClientConnection", "parse_uri"]
 
@@ -128,7 +128,7 @@ class connect:
             raise ValueError("ssl= given for a ws:// URI; use wss://")
         ssl = self.ssl if self.ssl is not None else True if secure else None
         async with asyncio.timeout(self.open_timeout):
-            reader, writer = await asyncio.open_connection(host, port, ssl=ssl, limit=MAX_HEAD)
+            reader, writer = await open_connection(host, port, ssl=ssl, limit=MAX_HEAD)
             try:
                 return await self._handshake(reader, writer, host, port, secure, path)
             except BaseException:
@@ -137,7 +137,7 @@ class connect:
 
     async def _handshake(
         self,
-        reader: asyncio.StreamReader,
+        reader: Reader,
         writer: asyncio.StreamWriter,
         host: str,
         port: int,

@@ -39,6 +39,7 @@ from .exceptions import ConnectionClosedOK, ProtocolError
 from .frames import Close, CloseCode, Opcode, is_valid_close_code
 from .http11 import Headers, parse_request
 from .protocol import Extension, Ping, Pong, Protocol, State, check_control_payload
+from .streams import Reader
 
 __all__ = ["Connection", "State", "Data", "format_address", "log_handshake", "HEADER_BYTES", "wire_view"]
 
@@ -76,10 +77,6 @@ READ_SIZE = 262144
 # between builds. Freeing one such block now settles it; with another
 # allocator this is one allocation and nothing else.
 bytes(2 * READ_SIZE)
-
-# How long reading may wait for a handler that recv() returned to (see recv):
-# while it is busy elsewhere, pings wait this long for their pong at most.
-HAND_BACK = 0.05
 
 # Up to this size, bytes to send may wait to be joined with others into one write.
 _JOIN_LIMIT = 16384
@@ -131,13 +128,13 @@ class Connection:
         "response_headers", "path", "remote_address", "debug", "protocol",
         "_messages", "_recv_waiter", "_receiving", "_reading_paused", "_dropping",
         "_deferred", "_eof_waiter", "_pings", "_timer", "_pauses", "_abort_timer", "_closed", "_reader_task",
-        "_reading_inline", "_watch",
+        "_reading_inline",
         "stalled_since", "_outgoing", "_outgoing_size", "_answered", "__dict__",
     )
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
+        reader: Reader,
         writer: asyncio.StreamWriter,
         *,
         max_size: int | None = 2**20,
@@ -211,8 +208,6 @@ class Connection:
         # because the loop only holds tasks weakly.
         self._reader_task: asyncio.Task[None] | None = None
         self._reading_inline = False
-        # The pending call of _keep_reading, if any (see recv).
-        self._watch: asyncio.Handle | None = None
         #: When broadcast() first found the send buffer full; None if it is not.
         self.stalled_since: float | None = None
         # Frames written during one turn of the event loop, sent together.
@@ -282,12 +277,6 @@ class Connection:
                     message = self._messages.pop(0)
                     if self._reading_paused and len(self._messages) <= self.max_queue >> 2:
                         self._resume_reading()
-                    if self._reader_task is None and self._watch is None:
-                        # If the handler has not come back to recv() within
-                        # HAND_BACK, a task reads for it. A timer, not a call
-                        # at the next turn of the loop: that turn would cost
-                        # every message; the timer is armed once per HAND_BACK.
-                        self._watch = self.loop.call_later(HAND_BACK, self._keep_reading)
                     return message
                 # Everything that came before the close, the bad frame or the
                 # peer's EOF was returned: what was waiting for that goes on.
@@ -430,29 +419,31 @@ class Connection:
     # (see recv): the bytes then reach the handler's task in the turn of
     # the loop they arrive in, where handing them over from a reading task
     # costs a turn, a future and a task switch per message, about a fifth of
-    # a small echo's round trip. Whenever no recv() is reading (the handler
-    # is busy, only sends, or is closing), a reading task does (_read_loop),
-    # so that pings are answered and the peer's close is seen all the same;
-    # it hands reading back when it gives a message to a waiting recv().
-    # Exactly one of them reads at a time: _reader_task is None while
-    # reading is the handler's, and _reading_inline is True while its recv()
-    # awaits the socket.
+    # a small echo's round trip. Whenever bytes come in while no recv() is
+    # reading (the handler is busy, only sends, or is closing), the stream's
+    # Reader says so (streams.Reader.on_arrival) and a reading task reads
+    # them (_read_loop), so that pings are answered and the peer's close is
+    # seen all the same; it hands reading back when it gives a message to a
+    # waiting recv(). Exactly one of them reads at a time: _reader_task is
+    # None while reading is the handler's, and _reading_inline is True while
+    # its recv() awaits the socket.
 
     def start(self) -> None:
         """Start reading; called by the server or client after the handshake.
 
         The handler runs next in the same task: if it calls recv() at once,
         recv() reads, and no reading task is made (nor held by an idle
-        connection) unless the handler stops reading."""
+        connection) unless bytes come while the handler is elsewhere."""
         if self.debug:
             logger.debug("%s = connection is OPEN", self.peer)
-        self._watch = self.loop.call_soon(self._keep_reading)
+        self.reader.on_arrival = self._keep_reading
+        # Bytes may have come with the handshake, before the reader said so.
+        self.loop.call_soon(self._keep_reading)
         if self.ping_interval is not None:
             self._timer = self.loop.call_later(self.ping_interval, self._keepalive)
 
     def _keep_reading(self) -> None:
         """Make sure that something reads: a reading task, unless recv() does."""
-        self._watch = None
         if self._reader_task is None and not self._reading_inline and self.protocol.state is not State.CLOSED:
             self._reader_task = self.loop.create_task(self._read_loop())
 
@@ -686,8 +677,7 @@ class Connection:
             logger.debug("%s = connection is CLOSED: %s", self.peer, self.protocol.describe_close())
         if self._timer is not None:
             self._timer.cancel()
-        if self._watch is not None:
-            self._watch.cancel()
+        self.reader.on_arrival = None  # which held this connection
         if not self.transport.is_closing():
             # The peer's close and its FIN may come in one read: the close
             # frame we queued in answer must still go out before ours.

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Union, Unpack
+from typing import Any, Union, Unpack, cast
 
 from .connection import Connection, format_address, log_handshake
 from .exceptions import ConnectionClosed, InvalidHandshake
@@ -24,7 +24,7 @@ from .frames import CloseCode
 from .handshake import Hosts, Origins, accept_request, check_host, host_name
 from .http11 import MAX_HEAD, Headers, Request, error_response, parse_request, serialize_response
 from .options import ConnectionOptions, check_names, connection_options
-from .streams import read_head
+from .streams import Reader, read_head, start_server
 
 __all__ = ["serve", "ServeOptions", "Server", "ServerConnection", "HTTPResponse"]
 
@@ -96,7 +96,7 @@ class Server:
 
     async def start(self, host: str | Sequence[str] | None, port: int, **kwargs: Any) -> None:
         # limit bounds what read_head() may buffer: MAX_HEAD, then 414 (a request line) or 431.
-        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD, **kwargs)
+        self._server = await start_server(self._handle, host, port, limit=MAX_HEAD, **kwargs)
 
     def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Start shutting down; ``await wait_closed()`` to wait for the end."""
@@ -200,7 +200,8 @@ class Server:
         if logger.isEnabledFor(logging.DEBUG):
             log_handshake(format_address(peer), head, response, outgoing=False)
         connection = ServerConnection(
-            reader, writer, extension=accept.extension, subprotocol=accept.subprotocol, **self.connection_options
+            # streams.start_server made it a Reader; asyncio's callback type says StreamReader.
+            cast(Reader, reader), writer, extension=accept.extension, subprotocol=accept.subprotocol, **self.connection_options
         )
         connection.path = request.path
         connection.request_head = head

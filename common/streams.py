@@ -1,22 +1,86 @@
-"""Reading HTTP from asyncio streams: the one place the handshake does I/O.
+"""The asyncio streams under a connection, and reading HTTP from them.
 
+:func:`start_server` and :func:`open_connection` are asyncio's, except that
+each connection's reader is a :class:`Reader`, which says when bytes come
+in that nobody is waiting for (see :class:`~common.connection.Connection`).
+
+:func:`read_head` is the one place the handshake does I/O:
 :mod:`common.http11` parses bytes and :mod:`common.handshake` decides; this
-module only gets the bytes of a message head off a
-:class:`asyncio.StreamReader`, without ever buffering more than
-:data:`~common.http11.MAX_HEAD` bytes (the reader's ``limit``, which
-:mod:`common.server` and :mod:`common.client` set to it).
+module only gets the bytes of a message head off the reader, without ever
+buffering more than :data:`~common.http11.MAX_HEAD` bytes (the reader's
+``limit``, which :mod:`common.server` and :mod:`common.client` set to it).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
-from typing import Literal
+from typing import Any, Literal, SupportsIndex
 
 from .exceptions import InvalidMessage
 from .http11 import check_start
 
-__all__ = ["read_head"]
+__all__ = ["Reader", "open_connection", "read_head", "start_server"]
+
+
+class Reader(asyncio.StreamReader):
+    """A :class:`asyncio.StreamReader` that calls ``on_arrival`` whenever
+    bytes, the end of the stream or an error come in.
+
+    A connection whose handler waits in ``recv()`` reads the socket from the
+    handler's own task; when bytes come while the handler is busy elsewhere,
+    this is how the connection learns it and has a task read them, so that a
+    ping is answered and the peer's close seen all the same.
+    """
+
+    on_arrival: Callable[[], None] | None = None
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        super().feed_data(data)
+        if self.on_arrival is not None:
+            self.on_arrival()
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        if self.on_arrival is not None:
+            self.on_arrival()
+
+    def set_exception(self, exc: Exception) -> None:
+        super().set_exception(exc)
+        if self.on_arrival is not None:
+            self.on_arrival()
+
+
+ConnectedCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def start_server(
+    client_connected_cb: ConnectedCallback,
+    host: str | Sequence[str] | None,
+    port: int | None,
+    *,
+    limit: int,
+    **kwargs: Any,
+) -> asyncio.Server:
+    """:func:`asyncio.start_server`, with a :class:`Reader` for every connection."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> asyncio.StreamReaderProtocol:
+        return asyncio.StreamReaderProtocol(Reader(limit=limit, loop=loop), client_connected_cb, loop=loop)
+
+    return await loop.create_server(factory, host, port, **kwargs)
+
+
+async def open_connection(
+    host: str, port: int, *, limit: int, **kwargs: Any
+) -> tuple[Reader, asyncio.StreamWriter]:
+    """:func:`asyncio.open_connection`, whose reader is a :class:`Reader`."""
+    loop = asyncio.get_running_loop()
+    reader = Reader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port, **kwargs)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 async def read_head(reader: asyncio.StreamReader, kind: Literal["request", "response"] = "request") -> bytes:

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+import common.client
 from common import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -1103,17 +1104,17 @@ def redirecting_client(uri: str, monkeypatch: pytest.MonkeyPatch) -> Client:
 
     async def client(real_uri: str, result: ClientResult, **options: Any) -> None:
         port = int(real_uri.rsplit(":", 1)[1].split("/")[0])
-        real_open = asyncio.open_connection
+        real_open = common.client.open_connection
 
         async def open_connection(host: str, dialled_port: int, **kwargs: Any):
             result.dialled = (host, dialled_port)
             return await real_open("127.0.0.1", port, **kwargs)
 
-        monkeypatch.setattr(asyncio, "open_connection", open_connection)
+        monkeypatch.setattr(common.client, "open_connection", open_connection)
         try:
             await echo_client(uri.format(port=port), result, **options)
         finally:
-            monkeypatch.setattr(asyncio, "open_connection", real_open)
+            monkeypatch.setattr(common.client, "open_connection", real_open)
     return client
 
 

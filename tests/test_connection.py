@@ -751,3 +751,29 @@ def test_vv_logs_compressed_and_masked_frames_as_they_were_on_the_wire(caplog):
     assert "from the client" in explained and "=> message: text 'compress me compress me" in explained
     assert "(360 bytes)" in explained
     assert any(line.startswith("header ") and line.endswith("payload bytes)") for line in lines)
+
+
+def test_the_reader_says_when_bytes_the_end_or_an_error_come():
+    """streams.Reader calls on_arrival for data, EOF and an error, once the
+    stream holds them, and reads like any StreamReader."""
+    from common.streams import Reader
+
+    async def main():
+        reader = Reader(limit=64)
+        calls = []
+        reader.on_arrival = lambda: calls.append(reader.exception() or "called")
+        reader.feed_data(b"abc")
+        assert calls == ["called"]
+        assert await reader.readexactly(2) == b"ab"
+        reader.feed_eof()
+        assert calls == ["called", "called"]
+        assert await reader.read() == b"c" and reader.at_eof()
+        error = ConnectionResetError("gone")
+        reader = Reader(limit=64)
+        reader.on_arrival = lambda: calls.append(reader.exception() or "called")
+        reader.set_exception(error)
+        assert calls == ["called", "called", error]
+        with pytest.raises(ConnectionResetError):
+            await reader.read()
+
+    run(main())
