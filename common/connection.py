@@ -308,9 +308,13 @@ class Connection:
                         data = await self.reader.read(READ_SIZE)
                     except (ConnectionError, OSError):
                         data = b""  # the stream keeps its error: the reading task meets it again
-                    finally:
-                        # Also when recv() is cancelled: what came stays in the stream's buffer.
+                    except BaseException:
+                        # Cancelled, maybe just as bytes came, which the
+                        # stream keeps: a reading task reads them.
                         self._reading_inline = False
+                        self._keep_reading()
+                        raise
+                    self._reading_inline = False
                     self._received_inline(data)
                     continue
                 self._recv_waiter = self.loop.create_future()

@@ -777,3 +777,31 @@ def test_the_reader_says_when_bytes_the_end_or_an_error_come():
             await reader.read()
 
     run(main())
+
+
+def test_bytes_that_come_as_recv_is_cancelled_are_still_read():
+    """A recv() cancelled in the very turn its bytes came leaves them in the
+    stream: a reading task reads them, so the ping among them is answered
+    although the handler never calls recv() again."""
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def handler(ws):
+            await ws.recv()  # reading is the handler's from now on
+            receiving = asyncio.ensure_future(ws.recv())
+            await wait_until(lambda: ws._reading_inline)
+            ws.reader.feed_data(b"\x89\x81\x00\x00\x00\x00p")  # a masked ping, as if it came from the socket
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving
+            await gate.wait()
+
+        async with serving(handler) as srv:
+            reader, writer = await open_raw_websocket(srv.port)
+            writer.write(b"\x81\x82\x00\x00\x00\x00hi")
+            assert await asyncio.wait_for(reader.readexactly(3), BOUND) == b"\x8a\x01p"
+            gate.set()
+            writer.close()
+
+    run(main())
