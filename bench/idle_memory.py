@@ -1,6 +1,6 @@
 """Where an idle connection's memory goes: tracemalloc's breakdown, per connection.
 
-    python3 bench/idle_memory.py [--connections N] [--root DIR] [--depth D]
+    python3 bench/idle_memory.py [--connections N] [--root DIR] [--depth D] [--min B]
 
 Starts the benchmark's echo server (bench/servers/common_echo.py, on the common/ of
 this checkout or of ``--root DIR``) under ``python3 -X tracemalloc=D``, opens N idle

@@ -118,7 +118,7 @@ def test_generator_fails_loudly_against_a_server_that_does_not_speak_websocket(t
 
 def test_run_end_to_end_and_no_server_left(tmp_path):
     out = tmp_path / "result.json"
-    servers = "tcp,common" if os.path.exists(os.path.join(run.REPO, "common", "__init__.py")) else "tcp"
+    servers = "tcp,streams,common" if os.path.exists(os.path.join(run.REPO, "common", "__init__.py")) else "tcp,streams"
     status = run.main(["--scenarios", "small,pipelined", "--servers", servers, "--reps", "1",
                        "--warmup", "0.05", "--duration", "0.2", "--json", str(out)])
     assert status == 0
@@ -127,6 +127,20 @@ def test_run_end_to_end_and_no_server_left(tmp_path):
     assert {row["server"] for row in summary} == set(servers.split(","))
     for row in summary:
         assert row["median"] > 0 and 0 <= row["gen_cpu"] < 4
+
+
+def test_idle_memory_breaks_a_connection_down_by_allocating_line():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(run.BENCH, "idle_memory.py"), "--connections", "20", "--min", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    *rows, total = proc.stdout.splitlines()[1:]
+    assert total.endswith("over 20 connections")
+    # Every row shown (--min 0), each rounded to 0.1 B, adds up to the total.
+    shown = sum(float(row.split()[0]) for row in rows)
+    assert abs(float(total.split()[0]) - shown) <= 0.05 * len(rows) + 0.1
+    assert any("/common/connection.py:" in row for row in rows)
 
 
 def test_baseline_runs_another_checkouts_common_beside_this_one(tmp_path, capsys):

@@ -13,7 +13,7 @@ connection); once the state is CLOSING, the adapter bounds the rest of the
 handshake with a timeout and aborts TCP after it. When to answer the peer's
 close is the adapter's call too: it answers once the application has taken
 the messages that came before it, which only the adapter can know. :mod:`common.connection` is the asyncio adapter around it
-(reading task, message queue, backpressure, writing and draining, timers).
+(who reads the socket, message queue, backpressure, writing and draining, timers).
 
 :class:`Receiver`, underneath, is fed whatever the socket delivered and returns the events
 it completes, in the order they arrived on the wire: whole messages (frames
