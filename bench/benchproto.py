@@ -52,6 +52,29 @@ def raise_nofile_limit():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def settle_allocator():
+    """Free one 512 KiB block, as common/connection.py does at import, so that glibc's
+    malloc stops serving asyncio's 256 KiB read buffers with mmap (bench/README.md, "The
+    allocator"): without it a floor pays three system calls per read that the servers it
+    is compared with do not."""
+    bytes(2 * 262144)
+
+
+def serve_streams(handle, port):
+    """Serve ``handle(reader, writer)`` with asyncio.start_server on 127.0.0.1:PORT,
+    announce READY, and run until killed: the floors' main."""
+    import asyncio  # here, as in run_broadcast: the load generator never needs it
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        async with server:
+            announce_ready(server.sockets[0].getsockname()[1])
+            await server.serve_forever()
+
+    raise_nofile_limit()
+    asyncio.run(main())
+
+
 def announce_ready(port):
     print(f"READY {port}", flush=True)
 
