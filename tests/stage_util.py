@@ -110,6 +110,16 @@ class Stage:
         assert match is not None
         self.scheme, self.port = match.group(1), int(match.group(3))
 
+    def wait_exit(self, timeout: float = 10) -> int:
+        """Wait for the server to exit by itself (no signal, which could land in
+        the middle of its own shutdown); return the exit code."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"server did not exit by itself within {timeout} s; output:\n{self.output()}") from None
+        self._reader.join(5)  # the output is complete once the pipe is closed
+        return self.proc.returncode
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         """Send `sig`, wait for the exit (killing after `timeout`), return the exit code."""
         if self.proc.poll() is None:

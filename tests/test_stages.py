@@ -428,7 +428,7 @@ def test_a_full_disk_stops_test5_with_one_line_and_exit_2(tmp_path):
                 assert commands.close_code == 1001
 
         run(scenario())
-        assert stage.stop() == 2
+        assert stage.wait_exit() == 2
     output = stage.output()
     assert "Traceback" not in output and "Exception in thread" not in output, output
     assert [line for line in output.splitlines() if line.startswith("error:")] == [
