@@ -2,8 +2,10 @@
 
 This is the asyncio adapter around :class:`~common.protocol.Protocol`, which
 holds the protocol itself without I/O (state, framing, the close handshake's
-frames). One background task per connection reads from the socket in large
-chunks and feeds the protocol; the adapter writes the pongs it makes at once,
+frames). The socket is read in large chunks and fed to the protocol by the
+handler's own task while it waits in :meth:`Connection.recv`, else by a
+reading task, started when bytes come that nobody is waiting for (see
+:meth:`Connection.start`); the adapter writes the pongs it makes at once,
 queues messages for :meth:`Connection.recv`, decides when to answer the
 peer's close (after the messages before it were delivered), and owns the
 transport, the timers and the backpressure.
@@ -15,7 +17,8 @@ does not yield to the event loop while the peer keeps up.
 
 What a peer can make a connection hold is bounded, whatever it sends or
 withholds: at most ``max_queue`` messages wait for the application (the
-receiver leaves the rest of a read unparsed and reading pauses); while our
+receiver leaves the rest of a read unparsed and reading pauses until the
+queue is down to a quarter); while our
 pongs pile up unread beyond ``write_limit``, no more pings are read; and once
 the peer's EOF or our close frame is seen, the connection is gone within
 ``close_timeout``, aborted if what we still have to send will not drain.
