@@ -4,6 +4,7 @@
     python3 -m common client [-v] ws://localhost:5678/
     python3 -m common explain [--from client|server] [--logged-by client|server] [--deflate] [--key KEY]
                               [--file F] [HEX or LINE ...]
+    python3 -m common inspect [-v] [--host H] [--port P] [--view-host H] [--view-port P] [--cafile F] TARGET
 
 The echo server is the usual target of conformance suites; the client prints
 what arrives and sends each line typed (try it against test2: ``GET_TIME``).
@@ -18,6 +19,9 @@ is one line, ``error: ...``, and status 1.
 below: both directions at once, each frame's sender from its ``<`` or ``>``),
 or an opening handshake as text, from the arguments, a file or standard
 input, and says field by field what they mean (:mod:`common.explain`).
+``inspect`` relays every connection to TARGET (``ws://host:port``) byte for
+byte and shows each frame live in a browser page it serves on loopback
+(:mod:`common.inspector`); it starts and stops as the echo server does.
 
 -v (--verbose), before or after the command, turns on the wire view: the
 library's log (the "common" logger) at DEBUG, one line per frame sent (>) or
@@ -198,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     # without -v must not reset the -v given before it to False.
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=VERBOSE_HELP)
-    commands = parser.add_subparsers(dest="command", metavar="{echo,client,explain}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{echo,client,explain,inspect}", required=True)
     echo_parser = commands.add_parser("echo", parents=[verbose], help="run an echo server")
     echo_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     echo_parser.add_argument("--port", type=_port, default=5678, help="port (default: 5678; 0 picks a free one)")
@@ -254,7 +258,44 @@ def _parser() -> argparse.ArgumentParser:
                                 " compressed, and compressed messages are inflated (wire-view lines: also when"
                                 " their 101 response agreed it, or a frame's line says 'compressed to')")
     explain_parser.add_argument("--key", help="the request's Sec-WebSocket-Key, to check a response's accept value")
+    inspect_parser = commands.add_parser(
+        "inspect", parents=[verbose], help="relay connections to a server and show every frame live in a browser",
+        description="Relay every connection to TARGET byte for byte (the handshake, then the frames, unchanged"
+        " both ways; plain HTTP too), and show what passes in a view page served on loopback: each connection,"
+        " its handshake, and every frame field by field, live. Point clients at the inspector instead of the"
+        " server: a stage's page with ?port=5679. The view answers only this machine's names and its own page"
+        " (a foreign Origin, null, or a foreign Host gets 403): it shows everything, secrets included.",
+        epilog="-v prints a line per connection and per frame relayed.",
+    )
+    inspect_parser.add_argument("target", metavar="TARGET", help="the server: ws://HOST:PORT or wss://HOST:PORT")
+    inspect_parser.add_argument("--host", default="127.0.0.1", help="address the relay listens on (default: 127.0.0.1)")
+    inspect_parser.add_argument("--port", type=_port, default=5679, help="the relay's port (default: 5679; 0 picks"
+                                " a free one)")
+    inspect_parser.add_argument("--view-host", default="127.0.0.1", help="address the view listens on (default:"
+                                " 127.0.0.1: only this machine sees the traffic)")
+    inspect_parser.add_argument("--view-port", type=_port, default=5680, help="the view's port (default: 5680; 0"
+                                " picks a free one)")
+    inspect_parser.add_argument("--cafile", metavar="F", help="certificates to trust for a wss:// TARGET (PEM),"
+                                " such as a stage's self-signed one (default: the system's)")
     return parser
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """The inspector until Ctrl+C: exit codes and messages as a stage's (:func:`common.runner.run`)."""
+    import logging
+    import ssl
+
+    from .inspector import parse_target, run_inspector
+
+    try:
+        target = parse_target(args.target)
+        context = ssl.create_default_context(cafile=args.cafile) if target.secure else None
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.verbose:
+        logging.getLogger("common.inspector").setLevel(logging.DEBUG)
+    return runner.run(run_inspector(target, args.host, args.port, args.view_host, args.view_port, context))
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -293,9 +334,12 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    runner.configure_logging(args.verbose)
+    # The inspector's -v is what it relays, not the wire view of its own view's feed.
+    runner.configure_logging(0 if args.command == "inspect" else args.verbose)
     if args.command == "explain":
         return run_explain(args)
+    if args.command == "inspect":
+        return run_inspect(args)
     if args.command == "echo":
         # Exit status, Ctrl+C (Windows too), "server stopped", "error: ..." for a port in use: the stages'.
         return runner.run(run_echo(args.host, args.port, args.max_size, args.subprotocol))

@@ -517,6 +517,34 @@ class PerMessageDeflate:
             self._decompressor = None  # the next message starts afresh; free the window
         return data
 
+    def inflate(self, data: bytes, fin: bool, piece: int) -> Iterator[bytes]:
+        """Inflate the next bytes of a compressed message, in pieces of at most ``piece`` bytes.
+
+        For a reader that looks at a message as it passes and keeps none of
+        it (:mod:`common.observer`): ``data`` is any part of a frame's
+        payload, ``fin`` True for the end of the message's last frame (the
+        ``00 00 ff ff`` is then appended, §7.2.2). The decompression context
+        carries over from message to message as in :meth:`decode`.
+        """
+        decompressor = self._decompressor
+        if decompressor is None:
+            decompressor = self._decompressor = zlib.decompressobj(-self.decompress_bits)
+        if fin:
+            data += TAIL
+        try:
+            while True:
+                out = decompressor.decompress(data, piece)
+                data = decompressor.unconsumed_tail
+                if out:
+                    yield out
+                # A full piece may leave output inside zlib, which an empty call drains.
+                if decompressor.eof or (not data and len(out) < piece):
+                    break
+        except zlib.error as exc:
+            raise ProtocolError(f"invalid compressed data: {exc} (RFC 7692 §7.2.2)") from None
+        if decompressor.eof or (fin and self.remote_no_context_takeover):
+            self._decompressor = None
+
     def __repr__(self) -> str:
         return (
             f"PerMessageDeflate(local_no_context_takeover={self.local_no_context_takeover}, "

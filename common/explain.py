@@ -33,10 +33,11 @@ from .exceptions import InvalidHandshake, NegotiationError, ProtocolError
 from .frames import Close, FrameHeader, IncompleteHeader, Opcode, apply_mask, is_valid_close_code, parse_header
 from .handshake import GUID, accept_key, accept_request
 from .http11 import MAX_HEAD, Headers, parse_request, parse_response
+from .observer import PREVIEW, Frame
 from .protocol import Event, Receiver
 
 __all__ = ["explain", "explain_stream", "explain_frames", "explain_wire_view", "explain_handshake", "parse_hex",
-           "hex_chunks", "is_wire_view"]
+           "hex_chunks", "is_wire_view", "explain_observed", "code_meaning"]
 
 #: Payloads longer than this are shown by their first and last bytes.
 SHOWN = 64
@@ -504,10 +505,11 @@ def _close_meaning(payload: bytes) -> str:
         return "one byte: too short for a status code (§5.5.1)"
     code = int.from_bytes(payload[:2], "big")
     reason = payload[2:].decode(errors="replace")
-    return f"code {code} ({_code_meaning(code)}), reason {reason!r} (§5.5.1, §7.4)"
+    return f"code {code} ({code_meaning(code)}), reason {reason!r} (§5.5.1, §7.4)"
 
 
-def _code_meaning(code: int) -> str:
+def code_meaning(code: int) -> str:
+    """A close code in words: its meaning, or the range it belongs to (§7.4)."""
     if code in CLOSE_CODES:
         return CLOSE_CODES[code]
     if 3000 <= code <= 3999:
@@ -527,7 +529,7 @@ def _outcome(events: list[Event], out: list[str]) -> str | None:
             assert isinstance(value, ProtocolError)
             code = value.code
             out.append(f"  error: {value}")
-            out.append(f"  the receiver fails the connection with close code {code} ({_code_meaning(code)})")
+            out.append(f"  the receiver fails the connection with close code {code} ({code_meaning(code)})")
             return str(value)
         if opcode == Opcode.CLOSE:
             assert isinstance(value, Close)
@@ -543,6 +545,44 @@ def _outcome(events: list[Event], out: list[str]) -> str | None:
             assert isinstance(value, bytes)
             out.append(f"  => message: binary, {len(value)} bytes")
     return None
+
+
+def explain_observed(frame: Frame, label: str, *, deflate: bool) -> str:
+    """Explain a frame that :mod:`common.inspector` saw pass, field by field, as :func:`explain_frames` does.
+
+    The inspector keeps a frame's header and the first :data:`~common.observer.PREVIEW`
+    bytes of its payload (``frame.wire``), and what its receiver made of it
+    (:class:`~common.observer.Frame`): the fields are read from those bytes
+    by the same code as ``explain``'s; the verdict (an error, a close, the
+    inflated size) is the one the receiver reached when the frame passed,
+    with its connection's history (its decompression context included).
+    """
+    header = frame.header
+    out = [f"{label}: {_summary(header)}, {header.size + header.length} bytes, from the {frame.side}"]
+    kind = frame.message if header.opcode == Opcode.CONT and frame.message is not None else header.opcode
+    out += _fields(header, frame.wire, deflate, kind)
+    payload = len(frame.wire) - header.size
+    if payload < header.length:
+        out.append(f"    the inspector keeps the first {PREVIEW} bytes of each payload")
+        if header.masked and not frame.compressed and frame.preview:
+            out += _payload_lines(f"first {len(frame.preview)} bytes, unmasked", frame.preview, kind, "")
+    if frame.compressed and frame.inflated is not None:
+        out += _payload_lines(f"inflated ({frame.inflated} bytes; 00 00 ff ff appended to the message's last"
+                              " frame, then raw DEFLATE)", frame.preview, kind, "RFC 7692 §7.2.2")
+    if frame.seen < header.length and frame.error is None:
+        out.append(f"  cut short: TCP ended after {frame.seen} of its {header.length} payload bytes (§5.2)")
+    events: list[Event] = []
+    if frame.error is not None:
+        events.append((None, frame.error))
+    elif frame.close is not None:
+        events.append((Opcode.CLOSE, frame.close))
+    elif header.opcode in (Opcode.PING, Opcode.PONG):
+        events.append((header.opcode, frame.preview))
+    elif header.fin and frame.message is not None:
+        name = "text" if frame.message == Opcode.TEXT else "binary"
+        out.append(f"  => the last frame of its message: the receiver hands the {name} message to the application")
+    _outcome(events, out)
+    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- wire-view lines
