@@ -258,3 +258,40 @@ def test_instructions_end_to_end_counts_instructions_per_round_trip(tmp_path):
     assert run.ServerProcess.running == []
     assert m.ops > 0
     assert 10_000 < m.per_op < 10_000_000  # ~120,000 for common/ on Python 3.11
+
+
+# --------------------------------------------------------------------------- bench/inspect.py
+
+def load_inspect_bench():
+    """bench/inspect.py under another name: ``inspect`` is the standard library's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_inspect", os.path.join(BENCH, "inspect.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_inspect_measures_every_path_and_leaves_no_process(tmp_path, capsys):
+    bench_inspect = load_inspect_bench()
+    out = tmp_path / "result.json"
+    status = bench_inspect.main(["--seconds", "0.2", "--warmup", "0.05", "--repeat", "1", "--json", str(out)])
+    assert status == 0
+    assert bench_inspect.Child.running == []
+    printed = capsys.readouterr().out
+    assert "round trips/s" in printed and "latency ratio" in printed
+    assert "the view received" in printed and "note: FAILED" not in printed
+    rows = json.loads(out.read_text())["summary"]
+    assert [(row["scenario"], row["path"]) for row in rows] == [
+        (scenario, path) for scenario in ("small", "large") for path in ("direct", "inspector", "inspector+view")]
+    for row in rows:
+        assert row["rate"] > 0 and row["median_us"] > 0
+        assert (row["rate_ratio"] is None) == (row["path"] == "direct")
+        assert (row["inspector_cpu"] is None) == (row["path"] == "direct")
+
+
+def test_inspect_refuses_a_window_of_no_time(capsys):
+    bench_inspect = load_inspect_bench()
+    with pytest.raises(SystemExit):
+        bench_inspect.parse_args(["--seconds", "0"])
+    assert "--seconds must be above 0" in capsys.readouterr().err
