@@ -206,7 +206,7 @@ def encode_frame(
     return header + data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FrameHeader:
     """A frame's header, field by field (§5.2), as :func:`parse_header` reads it."""
 

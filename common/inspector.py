@@ -45,7 +45,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -59,7 +59,7 @@ from .http11 import Headers, error_response
 from .observer import PREVIEW, Frame, Handshake, Watch, preview_text
 from .server import HTTPResponse, ServerConnection, local_names, serve
 
-__all__ = ["Target", "parse_target", "Inspector", "run_inspector", "FRAMES_KEPT", "CONNECTIONS_KEPT"]
+__all__ = ["Target", "parse_target", "Inspector", "inspecting", "run_inspector", "FRAMES_KEPT", "CONNECTIONS_KEPT"]
 
 logger = logging.getLogger("common.inspector")
 
@@ -72,9 +72,13 @@ CONNECTIONS_KEPT = 50
 #: Seconds between two messages of the view's feed.
 FLUSH = 0.1
 #: Updates in one message of the feed at most; the rest are dropped, and counted.
-BACKLOG = 2000
+BACKLOG = 500
 #: Bytes read at a time from either side.
 READ_SIZE = 1 << 16
+#: Bytes handed to the watch at a time: the frames one piece completes are
+#: held together while they are looked at (a few hundred bytes each, so a
+#: piece of tiny frames costs ~80 times its size).
+WATCH_PIECE = 1 << 13
 #: Seconds to wait for the target to accept a connection.
 CONNECT_TIMEOUT = 10.0
 #: Events in one message of a snapshot (what a page opened late gets).
@@ -147,6 +151,8 @@ class Inspector:
         self.target = target
         self.ssl_context = (ssl_context or ssl.create_default_context()) if target.secure else None
         self.relay_url = relay_url
+        self.relay_port = 0             # the ports bound, once listening (see inspecting)
+        self.view_port = 0
         self.page = page if page is not None else resources.files(__package__).joinpath("inspector.html").read_bytes()
         self.connections: OrderedDict[int, Relayed] = OrderedDict()
         self.viewers: set[ServerConnection] = set()
@@ -164,6 +170,7 @@ class Inspector:
         assert task is not None
         self._tasks.add(task)
         relayed = self._new(format_address(client_writer.get_extra_info("peername")))
+        writers = [client_writer]
         try:
             try:
                 server_reader, server_writer = await asyncio.wait_for(asyncio.open_connection(
@@ -172,14 +179,17 @@ class Inspector:
             except (OSError, asyncio.TimeoutError) as exc:
                 await self._unreachable(relayed, client_writer, exc)
                 return
-            writers = (client_writer, server_writer)
-            try:
-                await asyncio.gather(self._pump(relayed, "client", client_reader, server_writer, writers),
-                                     self._pump(relayed, "server", server_reader, client_writer, writers))
-            finally:
-                server_writer.close()
+            writers.append(server_writer)
+            await asyncio.gather(self._pump(relayed, "client", client_reader, server_writer, writers),
+                                 self._pump(relayed, "server", server_reader, client_writer, writers))
+        except asyncio.CancelledError:
+            # The inspector stops: both peers see their TCP connection reset, as if it had gone away.
+            # The task ends normally (asyncio's start_server reports a cancelled one as an error).
+            for writer in writers:
+                writer.transport.abort()
         finally:
-            client_writer.close()
+            for writer in writers:
+                writer.close()
             self._tasks.discard(task)
             relayed.over = True
             relayed.watch.end()
@@ -234,15 +244,21 @@ class Inspector:
             return
         watch = relayed.watch
         state = watch.state
+        feed = watch.client_data if side == "client" else watch.server_data
         try:
-            seen = watch.client_data(data) if side == "client" else watch.server_data(data)
+            for start in range(0, len(data), WATCH_PIECE):
+                self._seen(relayed, side, feed(data[start : start + WATCH_PIECE]))
         except Exception as exc:  # a bug of the inspector's must not break the connection it relays
             relayed.failed = f"the inspector stopped reading this connection: {exc!r}"
             relayed.notes.append(relayed.failed)
             logger.exception("%s ! %s", relayed.client, relayed.failed)
             self._changed(relayed)
             return
-        changed = watch.state != state
+        if watch.state != state:
+            self._changed(relayed)
+
+    def _seen(self, relayed: Relayed, side: str, seen: list[Frame | Handshake]) -> None:
+        changed = False
         for item in seen:
             if isinstance(item, Handshake):
                 self._log_head(relayed, side, item)
@@ -447,27 +463,42 @@ def _frame_line(frame: Frame) -> str:
     return runner.escaped(f"{kind} {text} [{', '.join(parts)}]")
 
 
-async def run_inspector(target: Target, host: str, port: int, view_host: str, view_port: int,
-                        ssl_context: ssl.SSLContext | None = None) -> None:
-    """Relay and serve the view until Ctrl+C or SIGTERM; what :func:`runner.run` runs."""
+@contextlib.asynccontextmanager
+async def inspecting(target: Target, host: str = "127.0.0.1", port: int = RELAY_PORT, view_host: str = "127.0.0.1",
+                     view_port: int = VIEW_PORT, *, ssl_context: ssl.SSLContext | None = None,
+                     ) -> AsyncIterator[Inspector]:
+    """The relay and the view, listening, until the block ends: then every relayed connection is aborted.
+
+    The inspector gets ``relay_port`` and ``view_port``, the ports bound (for port 0).
+    """
     inspector = Inspector(target, ssl_context=ssl_context)
     relay = await asyncio.start_server(inspector.relay, host, port, limit=READ_SIZE)
     try:
-        relay_host, relay_port = relay.sockets[0].getsockname()[:2]
-        inspector.relay_url = f"ws://{_url_host(relay_host)}:{relay_port}/"
+        relay_host, inspector.relay_port = relay.sockets[0].getsockname()[:2]
+        inspector.relay_url = f"ws://{_url_host(relay_host)}:{inspector.relay_port}/"
         async with serve(inspector.feed, view_host, view_port, process_request=inspector.route,
                          origins=inspector.origin_allowed, hosts=local_names()) as view:
-            view_port = view.sockets[0].getsockname()[1]
-            print(f"relaying {inspector.relay_url} to {target}: connect clients to the inspector instead")
-            print(f"a stage's page goes through it with ?port={relay_port}, such as test2/client.html?port={relay_port}")
-            print(f"the view: open http://localhost:{view_port}/ in a browser; Ctrl+C stops the inspector",
-                  flush=True)
-            await runner.stopped()
-            relay.close()
-            await inspector.close()
+            inspector.view_port = view.sockets[0].getsockname()[1]
+            try:
+                yield inspector
+            finally:
+                relay.close()
+                await inspector.close()
     finally:
         relay.close()
         await relay.wait_closed()
+
+
+async def run_inspector(target: Target, host: str, port: int, view_host: str, view_port: int,
+                        ssl_context: ssl.SSLContext | None = None) -> None:
+    """Relay and serve the view until Ctrl+C or SIGTERM; what :func:`runner.run` runs."""
+    async with inspecting(target, host, port, view_host, view_port, ssl_context=ssl_context) as inspector:
+        relay = inspector.relay_port
+        print(f"relaying {inspector.relay_url} to {target}: connect clients to the inspector instead")
+        print(f"a stage's page goes through it with ?port={relay}, such as test2/client.html?port={relay}")
+        print(f"the view: open http://localhost:{inspector.view_port}/ in a browser; Ctrl+C stops the inspector",
+              flush=True)
+        await runner.stopped()
 
 
 def _url_host(host: str) -> str:

@@ -52,7 +52,7 @@ _MAX_HEADER = 14
 _INFLATE_PIECE = 1 << 16
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """One frame that passed, as its receiver read it.
 
@@ -330,7 +330,8 @@ class Watch:
     first_eof: str = ""
     directions: dict[str, Direction] = field(default_factory=dict)
     _heads: dict[str, _Head] = field(default_factory=lambda: {"client": _Head(), "server": _Head()})
-    _early: bytearray = field(default_factory=bytearray)  # client bytes after its request, before the 101
+    # Client bytes after its request, before the 101; None once too many came.
+    _early: bytearray | None = field(default_factory=bytearray)
 
     def client_data(self, data: bytes) -> list[Frame | Handshake]:
         return self._data("client", data)
@@ -345,8 +346,7 @@ class Watch:
         if self.state == "unknown" or self.handshake.response is not None:
             return []  # past a refusal or a plain HTTP answer, only the bytes are counted
         if side == "client" and self.handshake.request is not None:
-            if len(self._early) + len(data) <= MAX_HEAD:
-                self._early += data  # frames sent before the 101 came: read once it says what was agreed
+            self._wait_for_answer(data)
             return []
         if side == "server" and self.handshake.request is None:
             return []  # a server that speaks first is not one the inspector can read
@@ -362,14 +362,31 @@ class Watch:
             return self._unreadable(side, str(exc))
         rest = data[taken:]
         if side == "server" and self.state == "open":
-            early, self._early = bytes(self._early), bytearray()
-            if early:
-                out += self._frames("client", early)
+            if self._early is None:
+                self.directions["client"].stopped = "unread"
+            elif self._early:
+                out += self._frames("client", bytes(self._early))
+            self._early = bytearray()
             if rest:
                 out += self._frames("server", rest)
         elif side == "client" and rest:
-            self._early += rest[:MAX_HEAD]
+            self._wait_for_answer(rest)
         return out
+
+    def _wait_for_answer(self, data: bytes) -> None:
+        """Hold frames the client sent before the server's answer, which says how to read them (RFC 7692).
+
+        Clients wait for the 101 (§4.1); one that does not gets :data:`MAX_HEAD`
+        bytes held, and past that its frames are relayed without being shown.
+        """
+        if self._early is None:
+            return
+        if len(self._early) + len(data) > MAX_HEAD:
+            self._early = None
+            self.on_note(f"the client sent more than {MAX_HEAD:,} bytes before the server's answer: its frames"
+                         " are relayed, not shown")
+            return
+        self._early += data
 
     def _unreadable(self, side: str, why: str) -> list[Frame | Handshake]:
         self.state = "unknown"
