@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tracemalloc
@@ -670,5 +671,30 @@ def test_the_command_prints_where_to_connect_relays_and_stops_on_sigterm():
         assert proc.returncode == 0
         assert "server stopped" in out.decode() and "Traceback" not in err.decode()
         assert "> TEXT 'through the inspector' [21 bytes, masked]" in err.decode()
+
+    run(main())
+
+
+def test_a_wss_target_is_relayed_over_tls_and_checked_against_the_given_certificate():
+    """``wss://`` TARGET: TLS to the target (verified), the same frames to a plain ws:// client."""
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(fixtures / "localhost.pem", fixtures / "localhost.key")
+    trusted = ssl.create_default_context(cafile=fixtures / "localhost.pem")
+
+    async def main():
+        async with serving(echo, ssl=server_side) as srv:
+            target = Target("wss", "127.0.0.1", srv.port)
+            async with inspecting(target, "127.0.0.1", 0, "127.0.0.1", 0, ssl_context=trusted) as inspector:
+                async with connect(f"ws://127.0.0.1:{inspector.relay_port}/") as ws:
+                    await ws.send("over TLS")
+                    assert await asyncio.wait_for(ws.recv(), BOUND) == "over TLS"
+            # Without the certificate, the target is not trusted: the client gets 502 and why.
+            async with inspecting(target, "127.0.0.1", 0, "127.0.0.1", 0) as inspector:
+                reader, writer = await asyncio.open_connection("127.0.0.1", inspector.relay_port)
+                writer.write(request())
+                got = await asyncio.wait_for(read_to_end(reader), BOUND)
+                writer.close()
+                assert got.startswith(b"HTTP/1.1 502") and b"CERTIFICATE_VERIFY_FAILED" in got
 
     run(main())
