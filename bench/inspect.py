@@ -363,7 +363,7 @@ def summarize(results, opts):
                 "rate": med("rate"), "mib_s": med("mib_s"), "mean_us": med("mean_us"), "median_us": med("median_us"),
                 "rate_ratio": paired(results, scenario, path, "rate") if path != "direct" else None,
                 "latency_ratio": paired(results, scenario, path, "median_us") if path != "direct" else None,
-                "echo_cpu": med("echo_cpu"), "inspector_cpu": med("inspector_cpu"), "view_cpu": med("view_cpu"),
+                "echo_cpu": med("echo_cpu"), "echo_us_per_rt": med("echo_us_per_rt"), "inspector_cpu": med("inspector_cpu"), "view_cpu": med("view_cpu"),
                 "inspector_us_per_rt": med("inspector_us_per_rt"), "client_cpu": med("client_cpu"),
                 "bg_cpu": med("bg_cpu"),
             })
@@ -376,7 +376,7 @@ def fmt_ratio(v):
 
 def print_table(rows, results, opts):
     header = ["scenario", "path", "round trips/s", "MiB/s", "mean us", "median us", "rt/s ratio", "latency ratio",
-              "echo CPU", "insp CPU", "insp us/rt", "view CPU", "client CPU", "bg"]
+              "echo CPU", "echo us/rt", "insp CPU", "insp us/rt", "view CPU", "client CPU", "bg"]
     table = [header]
     last = None
     for r in rows:
@@ -385,7 +385,8 @@ def print_table(rows, results, opts):
             run.fmt_value(r["mib_s"]) if r["scenario"] == "large" else "",
             run.fmt_value(r["mean_us"]), run.fmt_value(r["median_us"]),
             fmt_ratio(r["rate_ratio"]), fmt_ratio(r["latency_ratio"]),
-            run.fmt_pct(r["echo_cpu"]), run.fmt_pct(r["inspector_cpu"]) if r["inspector_cpu"] is not None else "",
+            run.fmt_pct(r["echo_cpu"]), run.fmt_value(r["echo_us_per_rt"]),
+            run.fmt_pct(r["inspector_cpu"]) if r["inspector_cpu"] is not None else "",
             run.fmt_value(r["inspector_us_per_rt"]) if r["inspector_us_per_rt"] is not None else "",
             run.fmt_pct(r["view_cpu"]) if r["view_cpu"] is not None else "",
             run.fmt_pct(r["client_cpu"]), run.fmt_cores(r["bg_cpu"]),
@@ -396,8 +397,8 @@ def print_table(rows, results, opts):
           " ratios = through the inspector / direct, median of same-repetition ratios")
     print("(rt/s below 1 and latency above 1: slower through the inspector); latency = from the send of a message"
           " to its last echoed byte;")
-    print("CPU = time over the window (100% = one core); insp us/rt = the inspector's CPU microseconds per round"
-          f" trip; bg = other processes, in cores (of {os.cpu_count()}).")
+    print("CPU = time over the window (100% = one core); echo/insp us/rt = the echo server's/the inspector's CPU"
+          f" microseconds per round trip; bg = other processes, in cores (of {os.cpu_count()}).")
     for rep, counts in enumerate(results.get(("view", "inspector+view"), [])[:1]):
         # Every message sent and its echo are two data frames; each connection ends with two close frames.
         relayed = sum(2 * r["sent"] + 2 for (_, path), runs in results.items() if path == "inspector+view"
