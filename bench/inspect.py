@@ -28,8 +28,9 @@ Each repetition runs the three paths in an order rotated every repetition, both 
 on the same processes, each a warm-up and then a window of --seconds; the table gives the
 medians of the repetitions, and the ratios (through the inspector / direct) are the medians
 of the same-repetition ratios, as in run.py.  Next to them: the CPU of the echo server, the
-inspector and the view over the window (100% = one core), the inspector's CPU microseconds
-per round trip, and bg, what every other process on the machine used (in cores).
+inspector and the view over the window (100% = one core), the echo server's and the
+inspector's CPU microseconds per round trip, and bg, what every other process on the machine
+used (in cores).
 
 The benchmark's smoke test:  python3 -m pytest -q bench/test_bench.py -k inspect
 """
