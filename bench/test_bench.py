@@ -260,13 +260,13 @@ def test_instructions_end_to_end_counts_instructions_per_round_trip(tmp_path):
     assert 10_000 < m.per_op < 10_000_000  # ~120,000 for common/ on Python 3.11
 
 
-# --------------------------------------------------------------------------- bench/inspect.py
+# --------------------------------------------------------------------------- bench/inspector.py
 
 def load_inspect_bench():
-    """bench/inspect.py under another name: ``inspect`` is the standard library's."""
+    """bench/inspector.py as a module of its own (not ``common.inspector``)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_inspect", os.path.join(BENCH, "inspect.py"))
+    spec = importlib.util.spec_from_file_location("bench_inspect", os.path.join(BENCH, "inspector.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

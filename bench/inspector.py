@@ -1,13 +1,13 @@
 """What ``python3 -m common inspect`` costs a connection: echoes through the inspector and direct.
 
-    python3 bench/inspect.py [--seconds S] [--warmup S] [--repeat R] [--pin] [--json PATH]
+    python3 bench/inspector.py [--seconds S] [--warmup S] [--repeat R] [--pin] [--json PATH]
 
 Methodology
 -----------
 The echo server is run.py's ``common`` server (``bench/servers/common_echo.py``, on
 127.0.0.1, port 0, its environment padded as run.py pads it); the inspector is
 ``python3 -m common inspect ws://127.0.0.1:ECHOPORT --port 0 --view-port 0``, and the view
-is ``python3 bench/inspect.py --view PORT``: a WebSocket client of the inspector's feed
+is ``python3 bench/inspector.py --view PORT``: a WebSocket client of the inspector's feed
 (``ws://127.0.0.1:PORT/feed``, with the view page's Origin, as a browser sends it) that
 reads and discards every update.  Each is a process of its own, started afresh for every
 repetition of every path, and killed by pid when it ends, on error and on Ctrl+C (children
@@ -39,13 +39,6 @@ import os
 import sys
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
-# This file is named like the standard library's inspect, which asyncio and dataclasses
-# import: run as a script, bench/ comes first on sys.path, so the standard module is
-# imported once without it, and every later ``import inspect`` finds it in sys.modules.
-_path = sys.path[:]
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != BENCH]
-import inspect as _standard_inspect  # noqa: E402,F401
-sys.path[:] = _path
 if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 
