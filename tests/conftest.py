@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from helpers import serve_page
@@ -203,6 +204,14 @@ def open_tab(browser: Browser) -> Iterator[Callable[..., Page]]:
     assert not errors, f"uncaught JavaScript exceptions in the page: {errors}"
 
 
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder where each browser test leaves its screenshots (test_browser*.py)."""
+    folder = tmp_path_factory.mktemp("screenshots")
+    print(f"\nbrowser screenshots go to {folder}")
+    return folder
+
+
 @pytest.fixture
 def web_site() -> Iterator[Callable[[str], str]]:
     """Serve pages on demand: ``web_site(html)`` serves ``html`` at http://127.0.0.1:PORT/ (another
@@ -216,7 +225,6 @@ def web_site() -> Iterator[Callable[[str], str]]:
 # For the tests of ``python3 -m common echo`` over raw sockets (conformance,
 # permessage-deflate). Helpers without a teardown are in helpers.py.
 
-from pathlib import Path               # noqa: E402  (this section's imports are kept with it)
 
 try:                                    # tests/ as a package or as a plain directory
     from . import rawws

@@ -97,14 +97,6 @@ LEGEND_IN_CHART = """(() => {
 })()"""
 
 
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder where each stage leaves one screenshot."""
-    folder = tmp_path_factory.mktemp("screenshots")
-    print(f"\nbrowser screenshots go to {folder}")
-    return folder
-
-
 # ------------------------------------------------------------------- helpers
 
 def page_url(stage: str, port: int, host: str = "127.0.0.1") -> str:
