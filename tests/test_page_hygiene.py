@@ -581,6 +581,11 @@ def css_of(stage: str) -> list[tuple[str, str]]:
     return css_rules("\n".join(parsed(stage).styles))[0]
 
 
+def test_the_inspector_s_view_holds_only_what_it_uses_and_loads_nothing() -> None:
+    """common/inspector.html, served by ``python3 -m common inspect``, is held to the stages' rules."""
+    assert problems((ROOT / "common" / "inspector.html").read_text(encoding="utf-8")) == []
+
+
 def test_test1_page_has_only_the_timestamp_stream() -> None:
     """test1 shows a status line and the list of timestamps: no reply box, no input, no button, no chart."""
     elements = parsed("test1").elements
