@@ -45,10 +45,10 @@ import logging
 import ssl
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from . import runner
@@ -73,8 +73,6 @@ CONNECTIONS_KEPT = 50
 FLUSH = 0.1
 #: Updates in one message of the feed at most; the rest are dropped, and counted.
 BACKLOG = 500
-#: Bytes read at a time from either side.
-READ_SIZE = 1 << 16
 #: Bytes handed to the watch at a time: the frames one piece completes are
 #: held together while they are looked at (a few hundred bytes each, so a
 #: piece of tiny frames costs ~80 times its size).
@@ -140,7 +138,7 @@ class Relayed:
 class Inspector:
     """The relay and the view's state, for one TARGET.
 
-    :meth:`relay` is the relay's connection handler (``asyncio.start_server``);
+    :meth:`relay` makes the protocol of each relayed connection (``loop.create_server``);
     :meth:`feed` and :meth:`route` are the view's WebSocket handler and HTTP
     answers (:func:`~common.serve`). ``ssl_context`` verifies a ``wss://``
     target (default: the system's trusted certificates).
@@ -157,70 +155,50 @@ class Inspector:
         self.connections: OrderedDict[int, Relayed] = OrderedDict()
         self.viewers: set[ServerConnection] = set()
         self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._legs: set[_Leg] = set()          # every TCP connection relayed, both legs
+        self._tasks: set[asyncio.Task[None]] = set()  # connections to the target being opened
         self._pending: list[dict[str, Any]] = []
         self._dropped = 0
         self._flush_handle: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ the relay
 
-    async def relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        """Relay one client's connection to the target until both sides are done."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        relayed = self._new(format_address(client_writer.get_extra_info("peername")))
-        writers = [client_writer]
-        try:
-            try:
-                server_reader, server_writer = await asyncio.wait_for(asyncio.open_connection(
-                    self.target.host, self.target.port, ssl=self.ssl_context, limit=READ_SIZE,
-                    server_hostname=self.target.host if self.ssl_context else None), CONNECT_TIMEOUT)
-            except (OSError, asyncio.TimeoutError) as exc:
-                await self._unreachable(relayed, client_writer, exc)
-                return
-            writers.append(server_writer)
-            await asyncio.gather(self._pump(relayed, "client", client_reader, server_writer, writers),
-                                 self._pump(relayed, "server", server_reader, client_writer, writers))
-        except asyncio.CancelledError:
-            # The inspector stops: both peers see their TCP connection reset, as if it had gone away.
-            # The task ends normally (asyncio's start_server reports a cancelled one as an error).
-            for writer in writers:
-                writer.transport.abort()
-        finally:
-            for writer in writers:
-                writer.close()
-            self._tasks.discard(task)
-            relayed.over = True
-            relayed.watch.end()
-            logger.debug("%s = relayed connection is over: %s", relayed.client, self._how(relayed))
-            self._changed(relayed)
+    def relay(self) -> _Leg:
+        """The protocol of a client's connection (``loop.create_server``): it opens the target's."""
+        return _Leg(self, "client")
 
-    async def _unreachable(self, relayed: Relayed, writer: asyncio.StreamWriter, exc: BaseException) -> None:
-        why = str(exc) or "no answer within %.0f s" % CONNECT_TIMEOUT
-        relayed.failed = f"the inspector cannot reach {self.target}: {why}"
-        relayed.notes.append(relayed.failed + "; the client got 502")
-        logger.warning("%s ! %s", relayed.client, relayed.failed)
-        writer.write(error_response(502, relayed.failed))
-        with contextlib.suppress(OSError):
-            await writer.drain()
-
-    async def _pump(self, relayed: Relayed, side: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    writers: Sequence[asyncio.StreamWriter]) -> None:
-        """Copy what ``side`` sends to the other side, unchanged, looking at it on the way."""
+    async def _connect(self, relayed: Relayed, client: _Leg) -> None:
+        """Open the target's leg of ``relayed``; a 502 to the client if the target cannot be reached."""
+        loop = asyncio.get_running_loop()
         try:
-            while data := await reader.read(READ_SIZE):
-                self._observe(relayed, side, data)
-                writer.write(data)
-                await writer.drain()
-            self._ended(relayed, side)
-            if writer.can_write_eof():
-                writer.write_eof()      # the other side sees this side's FIN: the same close order
-            else:
-                writer.close()          # TLS has no half-close
-        except OSError:
-            for each in writers:        # a reset on one leg resets the other: the peers see what happened
-                each.transport.abort()
+            _, server = await asyncio.wait_for(loop.create_connection(
+                lambda: _Leg(self, "server", client), self.target.host, self.target.port, ssl=self.ssl_context,
+                server_hostname=self.target.host if self.ssl_context else None), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as exc:
+            why = str(exc) or f"no answer within {CONNECT_TIMEOUT:.0f} s"
+            relayed.failed = f"the inspector cannot reach {self.target}: {why}"
+            relayed.notes.append(relayed.failed + "; the client got 502")
+            logger.warning("%s ! %s", relayed.client, relayed.failed)
+            # The answer, then FIN; what the client sent is read and dropped (closing on unread
+            # bytes would reset the connection, and the answer with it), for a bounded time.
+            client.transport.write(error_response(502, relayed.failed))
+            client.transport.write_eof()
+            client.transport.resume_reading()
+            loop.call_later(CONNECT_TIMEOUT, client.transport.abort)
+            return
+        if client not in self._legs:    # the client left meanwhile
+            server.transport.close()
+            return
+        client.other = server
+        client.transport.resume_reading()  # what the client sent meanwhile waited in the kernel
+
+    def _over(self, relayed: Relayed) -> None:
+        if relayed.over:
+            return
+        relayed.over = True
+        relayed.watch.end()
+        logger.debug("%s = relayed connection is over: %s", relayed.client, self._how(relayed))
+        self._changed(relayed)
 
     # ------------------------------------------------------------------ watching
 
@@ -424,13 +402,89 @@ class Inspector:
         """The feed opens only for the view's own page: its Origin is ``http://`` + the Host it asked for."""
         return origin is not None and origin == "http://" + (headers.get("Host") or "")
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Abort every relayed connection (the peers see TCP reset, as if the inspector were gone)."""
-        for task in list(self._tasks):
+        for leg in list(self._legs):
+            leg.transport.abort()
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+
+
+class _Leg(asyncio.Protocol):
+    """One TCP connection of a relayed pair: what it receives is watched, then written to the other leg.
+
+    Flow control goes end to end: when the other leg's transport has more
+    to write than its high-water mark, this leg stops reading (TCP then
+    pushes back on its peer), and reads again once that drained. An end of
+    TCP (FIN) is passed on as one (TLS, which has no half-close, closes
+    instead); a reset, or the loss of either leg, resets the other.
+    """
+
+    def __init__(self, inspector: Inspector, side: str, other: _Leg | None = None) -> None:
+        self.inspector = inspector
+        self.side = side                # who is at the other end of this TCP connection
+        self.other = other              # the client's leg learns the server's once it is open
+        self.transport: asyncio.Transport = cast(asyncio.Transport, None)
+        self.relayed: Relayed | None = other.relayed if other is not None else None
+        self.ended = False              # its peer ended its direction (FIN)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        inspector = self.inspector
+        inspector._legs.add(self)
+        if self.other is not None:      # the target's leg: the pair is complete
+            return
+        self.relayed = inspector._new(format_address(transport.get_extra_info("peername")))
+        self.transport.pause_reading()  # until the target's leg is open
+        task = asyncio.get_running_loop().create_task(inspector._connect(self.relayed, self))
+        inspector._tasks.add(task)
+        task.add_done_callback(inspector._tasks.discard)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.relayed is not None
+        if self.other is None:          # the target could not be reached: the client got its 502
+            return
+        self.inspector._observe(self.relayed, self.side, data)
+        self.other.transport.write(data)
+
+    def eof_received(self) -> bool:
+        assert self.relayed is not None
+        self.ended = True
+        self.inspector._ended(self.relayed, self.side)
+        other = self.other
+        if other is None:
+            return False
+        if not other.transport.is_closing():
+            half_close = other.transport.can_write_eof()  # TLS cannot
+            if half_close:
+                other.transport.write_eof()  # the other peer sees this one's FIN: the same close order
+            if other.ended or not half_close:
+                other.transport.close()
+        # Both directions over: this leg closes too; else it goes on writing the other way.
+        return not other.ended
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        inspector = self.inspector
+        inspector._legs.discard(self)
+        other = self.other
+        if other is not None and other in inspector._legs:
+            if exc is not None:
+                other.transport.abort()  # a reset on one leg resets the other: the peers see what happened
+            elif not other.transport.is_closing():
+                other.transport.close()  # both ends of this leg are done: the other leg finishes its writes
+            return
+        if self.relayed is not None and (other is not None or self.side == "client"):
+            inspector._over(self.relayed)
+
+    def pause_writing(self) -> None:
+        if self.other is not None:
+            self.other.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.other is not None and not self.other.transport.is_closing():
+            self.other.transport.resume_reading()
 
 
 def _head(head: bytes, headers: Headers | None) -> dict[str, Any] | None:
@@ -472,7 +526,7 @@ async def inspecting(target: Target, host: str = "127.0.0.1", port: int = RELAY_
     The inspector gets ``relay_port`` and ``view_port``, the ports bound (for port 0).
     """
     inspector = Inspector(target, ssl_context=ssl_context)
-    relay = await asyncio.start_server(inspector.relay, host, port, limit=READ_SIZE)
+    relay = await asyncio.get_running_loop().create_server(inspector.relay, host, port)
     try:
         relay_host, inspector.relay_port = relay.sockets[0].getsockname()[:2]
         inspector.relay_url = f"ws://{_url_host(relay_host)}:{inspector.relay_port}/"
@@ -483,7 +537,7 @@ async def inspecting(target: Target, host: str = "127.0.0.1", port: int = RELAY_
                 yield inspector
             finally:
                 relay.close()
-                await inspector.close()
+                inspector.close()
     finally:
         relay.close()
         await relay.wait_closed()
