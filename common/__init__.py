@@ -22,7 +22,10 @@ options), :mod:`~common.server`, :mod:`~common.client`, :mod:`~common.broadcast`
 tutorial stage's ``server.py`` shares around ``serve()`` (options, Ctrl+C,
 start-up lines, exit codes); ``from common import runner``. Nor is
 :mod:`~common.explain`, which says in words what frames and handshakes mean
-(``python3 -m common explain``), through the protocol's own parsing code.
+(``python3 -m common explain``), through the protocol's own parsing code,
+nor :mod:`~common.observer` and :mod:`~common.inspector` (``python3 -m common
+inspect``: a relay that watches each connection with the protocol's own
+receiver, and shows every frame live in a browser).
 
 The names below are imported on first use (PEP 562), so that importing a
 module without I/O, such as :mod:`common.frames`, does not load asyncio

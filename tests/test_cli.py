@@ -457,8 +457,8 @@ def test_client_help_says_how_messages_are_shown() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "required: {echo,client,explain}"),
-        (("-v",), "required: {echo,client,explain}"),
+        ((), "required: {echo,client,explain,inspect}"),
+        (("-v",), "required: {echo,client,explain,inspect}"),
         (("echo", "--port", "99999"), "argument --port: port must be 0-65535, not 99999"),
         (("echo", "--port", "-1"), "argument --port: port must be 0-65535, not -1"),
         (("echo", "--port", "http"), "argument --port: not a port number: 'http'"),

@@ -26,7 +26,7 @@ from common.options import CONNECTION_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "common"
-SANS_IO = ["frames", "protocol", "http11", "handshake", "deflate", "exceptions", "explain"]
+SANS_IO = ["frames", "protocol", "http11", "handshake", "deflate", "exceptions", "explain", "observer"]
 
 
 def run(code: str) -> str:
