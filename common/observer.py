@@ -133,7 +133,7 @@ class Direction(Receiver):
     :meth:`watch` a piece at a time; it keeps no payload beyond a preview.
     """
 
-    __slots__ = ("side", "head", "frame", "remaining", "inflater", "control", "stopped")
+    __slots__ = ("side", "head", "frame", "remaining", "inflater", "control", "stopped", "left")
 
     def __init__(self, side: str, inflater: PerMessageDeflate | None) -> None:
         super().__init__(expect_masked=side == "client", max_size=None, extension=inflater)
@@ -144,6 +144,7 @@ class Direction(Receiver):
         self.remaining = 0              # its payload bytes still to come
         self.control = bytearray()      # a control frame's payload (at most 125 bytes)
         self.stopped = ""               # why this direction is no longer watched
+        self.left = 0                   # bytes of the last piece not looked at, once stopped
 
     def watch(self, data: bytes | memoryview) -> list[Frame]:
         """Look at the next bytes; the frames they complete (or fail), in order."""
@@ -166,6 +167,7 @@ class Direction(Receiver):
             if not self.remaining or self.stopped:
                 done.append(self.frame)
                 self.frame = None
+        self.left = len(view) - pos
         return done
 
     def _header(self, data: memoryview, done: list[Frame]) -> int:
@@ -443,11 +445,13 @@ class Watch:
 
     def _frames(self, side: str, data: bytes) -> list[Frame | Handshake]:
         direction = self.directions[side]
-        if direction.stopped:
-            return []
-        frames = direction.watch(data)
+        frames = direction.watch(data) if not direction.stopped else []
         for frame in frames:
             self._count(frame)
+        if direction.stopped == "closed" and (direction.left or not frames):
+            direction.stopped = "closed, then more"
+            self.on_note(f"the {side} sent more bytes after its close frame, which it must not (§5.5.1):"
+                         " they are relayed, not read")
         return list(frames)
 
     def _count(self, frame: Frame) -> None:

@@ -160,6 +160,14 @@ def test_a_frame_that_breaks_the_protocol_is_shown_with_its_close_code_and_ends_
     assert frames_of(seen)[0].error.code == 1002 and "must be masked" in notes[0]
 
 
+def test_bytes_after_a_close_frame_are_counted_and_named_once():
+    client = request() + build_frame(8, close_payload(1000)) + build_frame(1, b"too late") * 2
+    watch, seen, notes = watched(client, response(), piece=4)
+    assert [f.header.opcode for f in frames_of(seen)] == [8]
+    assert len(notes) == 1 and "after its close frame" in notes[0]
+    assert watch.counts["client"].bytes == len(client)
+
+
 def test_a_refused_handshake_and_plain_http_are_told_apart():
     refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nno\r\n"
     watch, _, _ = watched(request(), refusal)
