@@ -706,3 +706,15 @@ def test_a_wss_target_is_relayed_over_tls_and_checked_against_the_given_certific
                 assert got.startswith(b"HTTP/1.1 502") and b"CERTIFICATE_VERIFY_FAILED" in got
 
     run(main())
+
+
+@pytest.mark.parametrize("option", ["--port", "--view-port"])
+def test_a_port_in_use_is_one_line_and_exit_status_1(option):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        other = "--view-port" if option == "--port" else "--port"
+        done = inspect_command("ws://127.0.0.1:1", option, str(busy.getsockname()[1]), other, "0")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and "in use" in done.stderr and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
