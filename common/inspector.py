@@ -131,7 +131,8 @@ class Relayed:
     frames: deque[tuple[int, Frame]] = field(default_factory=lambda: deque(maxlen=FRAMES_KEPT))
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     number: int = 0                     # frames seen, both ways: the next frame's number - 1
-    failed: str = ""                    # why the inspector stopped watching (a bug of its own, or no target)
+    failed: str = ""                    # why the inspector stopped watching (a bug of its own)
+    unreachable: str = ""               # why the target could not be reached (the client got 502)
     over: bool = False                  # TCP is over both ways
 
 
@@ -176,12 +177,12 @@ class Inspector:
                 server_hostname=self.target.host if self.ssl_context else None), CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:
             why = str(exc) or f"no answer within {CONNECT_TIMEOUT:.0f} s"
-            relayed.failed = f"the inspector cannot reach {self.target}: {why}"
-            relayed.notes.append(relayed.failed + "; the client got 502")
-            logger.warning("%s ! %s", relayed.client, relayed.failed)
+            relayed.unreachable = f"the inspector cannot reach {self.target}: {why}"
+            relayed.notes.append(relayed.unreachable + "; the client got 502 from the inspector")
+            logger.warning("%s ! %s", relayed.client, relayed.unreachable)
             # The answer, then FIN; what the client sent is read and dropped (closing on unread
             # bytes would reset the connection, and the answer with it), for a bounded time.
-            client.transport.write(error_response(502, relayed.failed))
+            client.transport.write(error_response(502, relayed.unreachable))
             client.transport.write_eof()
             client.transport.resume_reading()
             loop.call_later(CONNECT_TIMEOUT, client.transport.abort)
@@ -294,8 +295,8 @@ class Inspector:
 
     def _how(self, relayed: Relayed) -> str:
         watch = relayed.watch
-        if relayed.failed:
-            return relayed.failed
+        if relayed.failed or relayed.unreachable:
+            return relayed.failed or relayed.unreachable
         if watch.state == "http":
             return "plain HTTP"
         if watch.state == "refused":
@@ -311,11 +312,12 @@ class Inspector:
             "type": "connection", "id": relayed.id, "client": relayed.client, "started": relayed.started,
             "method": request.method if request else None, "path": request.path if request else None,
             "upgrade": handshake.upgrade,
-            "status": response.status if response else None, "reason": response.reason if response else None,
+            "status": response.status if response else 502 if relayed.unreachable else None,
+            "reason": response.reason if response else "Bad Gateway (from the inspector)" if relayed.unreachable else None,
             "subprotocol": response.headers.get("Sec-WebSocket-Protocol") if response else None,
             "extensions": ", ".join(response.headers.get_all("Sec-WebSocket-Extensions")) or None if response else None,
-            "state": "failed" if relayed.failed else watch.state,
-            "closed": self._how(relayed) if relayed.over or watch.first_close else None,
+            "state": "failed" if relayed.failed or relayed.unreachable else watch.state,
+            "closed": self._how(relayed) if relayed.over or watch.first_close or relayed.unreachable else None,
             "request": _head(handshake.request_head, request.headers if request else None),
             "response": _head(handshake.response_head, response.headers if response else None),
             "accept": handshake.accept or None,
@@ -444,10 +446,9 @@ class _Leg(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.relayed is not None
-        if self.other is None:          # the target could not be reached: the client got its 502
-            return
         self.inspector._observe(self.relayed, self.side, data)
-        self.other.transport.write(data)
+        if self.other is not None:      # None: the target could not be reached, the client got a 502
+            self.other.transport.write(data)
 
     def eof_received(self) -> bool:
         assert self.relayed is not None

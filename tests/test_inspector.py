@@ -431,7 +431,13 @@ def test_an_unreachable_target_is_a_502_for_the_client():
                 writer.write(request())
                 got = await asyncio.wait_for(read_to_end(reader), BOUND)
                 writer.close()
+                relayed = inspector.connections[1]
+                await wait_until(lambda: relayed.over)
+                row = inspector._connection_event(relayed)
         assert got.startswith(b"HTTP/1.1 502 Bad Gateway") and b"cannot reach ws://127.0.0.1:" in got
+        # The view says so: the path asked for, the inspector's own 502, and why.
+        assert (row["path"], row["status"], row["state"]) == ("/chat", 502, "failed")
+        assert row["closed"].startswith("the inspector cannot reach")
 
     run(main())
 
