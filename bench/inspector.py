@@ -114,31 +114,13 @@ class Child:
         """Kill it; ``polite``: SIGTERM first and return what it printed until it exited."""
         if self.proc is None:
             return ""
-        rest = b""
-        if polite and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                rest, _ = self.proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.proc.stdout.close()
+        rest = run.stop_process(self.proc, polite)
         if self in Child.running:
             Child.running.remove(self)
-        return rest.decode(errors="replace") if rest else ""
+        return rest.decode(errors="replace")
 
     def log_tail(self, lines=4):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                tail = f.read().strip().splitlines()[-lines:]
-        except OSError:
-            return ""
-        return f"{self.name} log: " + " | ".join(tail) if tail else f"{self.name} log empty"
+        return run.read_log_tail(self.log_path, self.name, lines)
 
     @classmethod
     def stop_all(cls):

@@ -157,6 +157,36 @@ def child_setup(cpu):
     return setup
 
 
+def stop_process(proc, polite=False):
+    """Stop a child started with stdout=PIPE, whatever state it is in, and close its stdout: SIGKILL, or with
+    ``polite`` SIGTERM first and up to 5 s to exit; return what it printed meanwhile (bytes, empty unless polite)."""
+    rest = b""
+    if polite and proc.poll() is None:
+        proc.terminate()
+        try:
+            rest, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    proc.stdout.close()
+    return rest
+
+
+def read_log_tail(path, label, lines):
+    """The last lines of a child's stderr log, joined on one line for an error message."""
+    try:
+        with open(path, errors="replace") as f:
+            tail = f.read().strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"{label} log: " + " | ".join(tail) if tail else f"{label} log empty"
+
+
 class ServerProcess:
     """One running benchmark server; stop() kills it by pid, whatever state it is in."""
 
@@ -218,23 +248,12 @@ class ServerProcess:
     def stop(self):
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.proc.stdout.close()
+        stop_process(self.proc)
         if self in ServerProcess.running:
             ServerProcess.running.remove(self)
 
     def log_tail(self, lines=8):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                tail = f.read().strip().splitlines()[-lines:]
-        except OSError:
-            return ""
-        return ("server log: " + " | ".join(tail)) if tail else "server log empty"
+        return read_log_tail(self.log_path, "server", lines)
 
     def log_is_empty(self):
         """A benchmark server is silent on stderr unless something went wrong."""
