@@ -265,7 +265,9 @@ def _parser() -> argparse.ArgumentParser:
         " its handshake, and every frame field by field, live. Point clients at the inspector instead of the"
         " server: a stage's page with ?port=5679. The view answers only this machine's names and its own page"
         " (a foreign Origin, null, or a foreign Host gets 403): it shows everything, secrets included.",
-        epilog="-v prints a line per connection and per frame relayed.",
+        epilog="-v prints a line per connection, handshake and frame relayed, as the wire view does (seen from"
+        " the client: > it sent, < it received); -vv adds the headers and each frame's bytes, which python3 -m"
+        " common explain reads as they are.",
     )
     inspect_parser.add_argument("target", metavar="TARGET", help="the server: ws://HOST:PORT or wss://HOST:PORT")
     inspect_parser.add_argument("--host", default="127.0.0.1", help="address the relay listens on (default: 127.0.0.1)")
@@ -285,6 +287,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     import logging
     import ssl
 
+    from .connection import HEADER_BYTES
     from .inspector import parse_target, run_inspector
 
     try:
@@ -294,7 +297,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.verbose:
-        logging.getLogger("common.inspector").setLevel(logging.DEBUG)
+        logging.getLogger("common.inspector").setLevel(logging.DEBUG if args.verbose == 1 else HEADER_BYTES)
     return runner.run(run_inspector(target, args.host, args.port, args.view_host, args.view_port, context))
 
 

@@ -44,7 +44,8 @@ from .http11 import Headers, parse_request
 from .protocol import Extension, Ping, Pong, Protocol, State, check_control_payload
 from .streams import Reader
 
-__all__ = ["Connection", "State", "Data", "format_address", "log_handshake", "HEADER_BYTES", "wire_view"]
+__all__ = ["Connection", "State", "Data", "format_address", "log_handshake", "HEADER_BYTES", "wire_view",
+           "describe_frame", "wire_hex"]
 
 logger = logging.getLogger("common")
 
@@ -85,8 +86,14 @@ bytes(2 * READ_SIZE)
 _JOIN_LIMIT = 16384
 
 
-def _describe(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, size: int | None = None) -> str:
-    """Render a frame for the wire view: opcode, FIN, length, first bytes."""
+def describe_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, size: int | None = None,
+                   length: int | None = None) -> str:
+    """Render a frame for the wire view: opcode, FIN, length, first bytes.
+
+    ``payload`` is what the receiver got (inflated, for a compressed frame,
+    whose ``size`` on the wire follows); ``length``, when ``payload`` is only
+    its start, is the whole payload's.
+    """
     name = Opcode(opcode).name if opcode in Opcode._value2member_map_ else hex(opcode)
     if opcode == Opcode.TEXT:
         body = repr(bytes(payload[:60]).decode(errors="replace"))
@@ -95,10 +102,10 @@ def _describe(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
     flags = "" if fin else ", fin=0"
     if rsv1:
         flags += f", compressed to {size} bytes"
-    return f"{name} {body} [{len(payload)} bytes{flags}]"
+    return f"{name} {body} [{len(payload) if length is None else length} bytes{flags}]"
 
 
-def _wire_hex(wire: bytes, size: int) -> str:
+def wire_hex(wire: bytes, size: int) -> str:
     """A frame as it was on the wire, in hex (``-vv``): all of it when its payload
     is short, else its header; either is ready for ``python3 -m common explain``."""
     if size > 125:
@@ -825,14 +832,14 @@ class Connection:
 
     def _log_frame_in(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int, wire: bytes) -> None:
         # For a compressed frame, payload is inflated and size is on the wire.
-        logger.debug("%s < %s", self.peer, _describe(opcode, payload, fin, rsv1, size))
+        logger.debug("%s < %s", self.peer, describe_frame(opcode, payload, fin, rsv1, size))
         if logger.isEnabledFor(HEADER_BYTES):
-            logger.log(HEADER_BYTES, "%s     %s", self.peer, _wire_hex(wire, size))
+            logger.log(HEADER_BYTES, "%s     %s", self.peer, wire_hex(wire, size))
 
     def _log_frame_out(self, opcode: int, fin: bool, rsv1: bool, payload: bytes, size: int, wire: bytes) -> None:
-        logger.debug("%s > %s", self.peer, _describe(opcode, payload, fin, rsv1, size))
+        logger.debug("%s > %s", self.peer, describe_frame(opcode, payload, fin, rsv1, size))
         if logger.isEnabledFor(HEADER_BYTES):
-            logger.log(HEADER_BYTES, "%s     %s", self.peer, _wire_hex(wire, size))
+            logger.log(HEADER_BYTES, "%s     %s", self.peer, wire_hex(wire, size))
 
     def _log_tcp_end(self) -> None:
         """Who closed TCP first: this side (the transport is closing), or the peer (its FIN came)."""
@@ -853,15 +860,18 @@ class Connection:
         return f"<{type(self).__name__} {self.remote_address} {self.state.name}>"
 
 
-def log_handshake(peer: str, request: bytes, response: bytes, outgoing: bool) -> None:
+def log_handshake(peer: str, request: bytes, response: bytes, outgoing: bool, log: logging.Logger = logger) -> None:
     """The wire view of the opening handshake: its request line and status line,
-    and with ``-vv`` (:data:`HEADER_BYTES`) every header line. ``outgoing``: we sent the request."""
+    and with ``-vv`` (:data:`HEADER_BYTES`) every header line. ``outgoing``: we sent the request.
+    An empty ``response`` (none came) is left out; ``log`` is the logger to write to."""
     request_mark, response_mark = (">", "<") if outgoing else ("<", ">")
     for mark, head in ((request_mark, request), (response_mark, response)):
+        if not head:
+            continue
         first, *headers = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-        logger.debug("%s %s %s", peer, mark, first)
+        log.debug("%s %s %s", peer, mark, first)
         for line in headers:
-            logger.log(HEADER_BYTES, "%s     %s", peer, line)
+            log.log(HEADER_BYTES, "%s     %s", peer, line)
 
 
 def format_address(address: Any) -> str:

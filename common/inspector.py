@@ -19,7 +19,11 @@ decompressor, as each peer runs them. What it sees goes to the **view**, a
 page that the inspector serves on loopback (``http://localhost:5680/``)
 and feeds over a WebSocket (``/feed``, JSON; see ``inspector.html``): one
 row per connection, and for the chosen one its handshake and every frame,
-each of which opens into ``python3 -m common explain``'s explanation.
+each of which opens into ``python3 -m common explain``'s explanation. With
+``-v`` the inspector also writes what it relays as the wire view does, seen
+from the client (``>`` it sent, ``<`` it received); ``-vv`` adds the headers
+and each frame's bytes, so that ``inspect -vv 2> wire.log`` then ``explain
+--file wire.log`` explains every frame of every connection, both ways.
 
 Only the learner sees the traffic: the view shows everything, secrets
 included, so its page and feed answer only this machine's names (``Host``,
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -53,7 +58,7 @@ from urllib.parse import urlsplit
 
 from . import runner
 from .broadcast import broadcast
-from .connection import format_address
+from .connection import HEADER_BYTES, describe_frame, format_address, log_handshake, wire_hex
 from .explain import code_meaning, explain_observed
 from .http11 import Headers, error_response
 from .observer import PREVIEW, Frame, Handshake, Watch, preview_text
@@ -206,7 +211,7 @@ class Inspector:
     def _new(self, client: str) -> Relayed:
         number = next(self._ids)
         relayed = Relayed(number, client, Watch())
-        relayed.watch.on_note = relayed.notes.append
+        relayed.watch.on_note = functools.partial(self._note, relayed)
         self.connections[number] = relayed
         while len(self.connections) > CONNECTIONS_KEPT:
             oldest = next((key for key, each in self.connections.items() if each.over), None)
@@ -216,6 +221,10 @@ class Inspector:
         logger.debug("%s = new connection, relayed to %s", client, self.target)
         self._changed(relayed)
         return relayed
+
+    def _note(self, relayed: Relayed, note: str) -> None:
+        relayed.notes.append(note)
+        logger.debug("%s ! %s", relayed.client, note)
 
     def _observe(self, relayed: Relayed, side: str, data: bytes) -> None:
         """What ``side`` sent, to the watch, and what it saw to the view; never an error for the relay."""
@@ -249,7 +258,7 @@ class Inspector:
             self._changed(relayed)
 
     def _ended(self, relayed: Relayed, side: str) -> None:
-        logger.debug("%s %s the %s ended its side of TCP", relayed.client, "<" if side == "server" else ">", side)
+        logger.debug("%s = the %s ended its side of TCP", relayed.client, side)
         if relayed.failed:
             return
         frame = relayed.watch.eof(side)
@@ -260,14 +269,30 @@ class Inspector:
         relayed.number += 1
         relayed.frames.append((relayed.number, frame))
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s %s", relayed.client, ">" if frame.side == "client" else "<", _frame_line(frame))
+            self._log_frame(relayed, frame)
         if self.viewers:
             self._emit(self._frame_event(relayed, relayed.number, frame))
 
     def _log_head(self, relayed: Relayed, side: str, handshake: Handshake) -> None:
-        head = handshake.request_head if side == "client" else handshake.response_head
-        first = head.split(b"\r\n", 1)[0].decode("latin-1")
-        logger.debug("%s %s %s", relayed.client, ">" if side == "client" else "<", runner.escaped(first))
+        """``-v``: the head's first line; ``-vv``: its headers too, as the client's wire view writes them."""
+        request, response = handshake.request_head, handshake.response_head
+        log_handshake(relayed.client, request if side == "client" else b"", response if side == "server" else b"",
+                      outgoing=True, log=logger)
+
+    def _log_frame(self, relayed: Relayed, frame: Frame) -> None:
+        """``-v``: the frame in one line; ``-vv``: its bytes too, ready for ``python3 -m common explain``.
+
+        The lines are the wire view's (:func:`~common.connection.describe_frame`), seen from the
+        client: ``>`` what it sent, ``<`` what it received.
+        """
+        header = frame.header
+        mark = ">" if frame.side == "client" else "<"
+        length = frame.inflated if frame.inflated is not None else header.length
+        line = describe_frame(header.opcode, frame.preview, header.fin, frame.compressed, header.length, length)
+        logger.debug("%s %s %s", relayed.client, mark, line)
+        if logger.isEnabledFor(HEADER_BYTES):
+            wire = frame.wire if header.length <= 125 else frame.wire[: header.size]
+            logger.log(HEADER_BYTES, "%s     %s", relayed.client, wire_hex(wire, header.length))
 
     # ------------------------------------------------------------------ the view's events
 
@@ -498,24 +523,6 @@ def _counts(watch: Watch) -> dict[str, Any]:
     counts = watch.counts
     return {"frames": {side: counts[side].frames for side in counts},
             "bytes": {side: counts[side].bytes for side in counts}}
-
-
-def _frame_line(frame: Frame) -> str:
-    """A frame in one line, for ``-v``: kind, FIN, sizes, the start of its payload."""
-    header = frame.header
-    kind = OPCODE_KINDS.get(header.opcode, "reserved").upper()
-    shown, preview = preview_text(frame)
-    text = repr(preview[:60]) if shown == "text" else preview[:60 * 3]
-    parts = [f"{header.length} bytes", "masked" if header.masked else "unmasked"]
-    if not header.fin:
-        parts.append("FIN 0")
-    if frame.compressed and frame.inflated is not None:
-        parts.append(f"inflated to {frame.inflated}")
-    if frame.close is not None:
-        text = str(frame.close)
-    if frame.error is not None:
-        parts.append(f"breaks the protocol: {frame.error} ({frame.error.code})")
-    return runner.escaped(f"{kind} {text} [{', '.join(parts)}]")
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ from common import connect, serve
 from common.deflate import PerMessageDeflate
 from common.frames import Close, CloseCode
 from common.handshake import accept_key
+from common.explain import explain_stream
 from common.inspector import FRAMES_KEPT, Target, inspecting, parse_target
 from common.observer import PREVIEW, Frame, Handshake, Watch, preview_text
 
@@ -684,7 +685,7 @@ def test_the_command_prints_where_to_connect_relays_and_stops_on_sigterm():
                     await proc.wait()
         assert proc.returncode == 0
         assert "server stopped" in out.decode() and "Traceback" not in err.decode()
-        assert "> TEXT 'through the inspector' [21 bytes, masked]" in err.decode()
+        assert "> TEXT 'through the inspector' [21 bytes]" in err.decode()   # the wire view's line
 
     run(main())
 
@@ -724,3 +725,36 @@ def test_a_port_in_use_is_one_line_and_exit_status_1(option):
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and "in use" in done.stderr and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+
+
+def test_vv_writes_the_wire_view_that_explain_reads_both_ways():
+    """``inspect -vv`` logs handshake headers and frame bytes as the client's wire view: explain reads it."""
+
+    async def main():
+        async with serving(echo, compression="deflate") as srv:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "common", "inspect", "-vv", f"ws://127.0.0.1:{srv.port}", "--port", "0",
+                "--view-port", "0", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            try:
+                first = await asyncio.wait_for(proc.stdout.readline(), BOUND)
+                relay = int(first.split(b":")[2].split(b"/")[0])
+                async with connect(f"ws://127.0.0.1:{relay}/", compression="deflate") as ws:
+                    # Compressed (over 128 bytes), and the second refers back to the first.
+                    for message in ("GET_TIME " * 20, "GET_TIME " * 20):
+                        await ws.send(message)
+                        assert await asyncio.wait_for(ws.recv(), BOUND) == message
+                proc.terminate()
+                _, err = await asyncio.wait_for(proc.communicate(), BOUND)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        return err.decode()
+
+    log = run(main())
+    assert "Sec-WebSocket-Extensions: permessage-deflate" in log and "     frame c1 " in log
+    explained = "".join(explain_stream([log]))
+    assert "error" not in explained, explained
+    # Each direction's frames, with their sender, inflated with that direction's context.
+    assert explained.count("from the client") >= 3 and explained.count("from the server") >= 3
+    assert explained.count("as text (RFC 7692 §7.2.2): 'GET_TIME GET_TIME") == 4, explained
