@@ -16,9 +16,11 @@ UTF-8 check, §8.1), and a compressed message goes through the
 (RFC 7692), with one decompression context per direction, as the receiving
 peer keeps it. Unlike a connection's receiver, a direction never holds a
 message, nor even a frame: each frame's payload is looked at as it streams
-past, and only its first :data:`PREVIEW` bytes are kept. A 16 MiB message,
-or a million tiny frames, costs the same few kilobytes (plus a decompressor's
-window with permessage-deflate).
+past, and only its first :data:`PREVIEW` bytes are kept. Between two calls a
+direction holds a few hundred bytes (plus a decompressor's window with
+permessage-deflate), whether a 16 MiB message or a million tiny frames
+passed; a call holds the frames it returns, so its cost follows the size of
+the piece it is given.
 """
 
 from __future__ import annotations
