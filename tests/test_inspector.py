@@ -16,16 +16,18 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
 import sys
 import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from common import connect, serve
+from common import connect
 from common.deflate import PerMessageDeflate
 from common.frames import Close, CloseCode
 from common.handshake import accept_key
@@ -443,6 +445,40 @@ def test_an_unreachable_target_is_a_502_for_the_client():
     run(main())
 
 
+@dataclass
+class InspectorCommand:
+    """``python3 -m common inspect`` running as a subprocess: its three start lines and its ports."""
+
+    proc: asyncio.subprocess.Process
+    lines: list[str]
+    relay: int
+    view: int
+
+    async def stop(self) -> tuple[str, str]:
+        """SIGTERM, then its whole output: (stdout, stderr)."""
+        self.proc.terminate()
+        out, err = await asyncio.wait_for(self.proc.communicate(), BOUND)
+        return out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def inspector_command(target_port: int, *options: str):
+    """The command in front of ws://127.0.0.1:``target_port``, on free ports; killed if it still runs after."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "common", "inspect", *options, f"ws://127.0.0.1:{target_port}", "--port", "0",
+        "--view-port", "0", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), BOUND)).decode() for _ in range(3)]
+        relay = re.search(r"relaying ws://127\.0\.0\.1:(\d+)/", lines[0])
+        view = re.search(r"open http://localhost:(\d+)/", lines[2])
+        assert relay and view, lines
+        yield InspectorCommand(proc, lines, int(relay[1]), int(view[1]))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+
+
 def peak_rss(pid: int) -> int:
     """The process's peak resident memory so far, in bytes (Linux: VmHWM)."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -459,39 +495,30 @@ def test_the_inspector_s_memory_stays_bounded_under_a_16_mib_message_and_100000_
         await server.read_to_end()
 
     async def main():
-        async with RawServer(sink) as target:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "common", "inspect", f"ws://127.0.0.1:{target.port}", "--port", "0",
-                "--view-port", "0", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            try:
-                relay = int((await asyncio.wait_for(proc.stdout.readline(), BOUND)).split(b":")[2].split(b"/")[0])
-                await proc.stdout.readline()
-                view_port = int((await proc.stdout.readline()).split(b"localhost:")[1].split(b"/")[0])
-                async with connect(f"ws://127.0.0.1:{view_port}/feed", origin=f"http://127.0.0.1:{view_port}",
-                                   max_size=None) as view:
-                    reading = asyncio.create_task(read_all(view))
-                    reader, writer = await asyncio.open_connection("127.0.0.1", relay)
-                    writer.write(request())
-                    await reader.readexactly(len(response()))
-                    start = peak_rss(proc.pid)
-                    writer.write(build_frame(2, os.urandom(16 * 2**20)))
-                    tiny = build_frame(2, b"x")
-                    for _ in range(100):
-                        writer.write(tiny * 1000)
-                        await writer.drain()
-                    writer.write(CLOSE_CLIENT)
-                    writer.write_eof()
-                    await asyncio.wait_for(target.eof.wait(), 6 * BOUND)
-                    grown = peak_rss(proc.pid) - start
-                    writer.close()
-                    reading.cancel()
-                assert len(target.received) == len(request()) + 16 * 2**20 + 14 + 100_000 * 7 + len(CLOSE_CLIENT)
-                # The relay's buffers, one piece's frames while they are looked at, the kept frames and
-                # the view's pending updates: a few MiB, not 16, nor 100,000 frames.
-                assert grown < 8 * 2**20, grown  # 2.3 MiB measured
-            finally:
-                proc.terminate()
-                await proc.communicate()
+        async with RawServer(sink) as target, inspector_command(target.port) as command:
+            view_url = f"ws://127.0.0.1:{command.view}/feed"
+            async with connect(view_url, origin=f"http://127.0.0.1:{command.view}", max_size=None) as view:
+                reading = asyncio.create_task(read_all(view))
+                reader, writer = await asyncio.open_connection("127.0.0.1", command.relay)
+                writer.write(request())
+                await reader.readexactly(len(response()))
+                start = peak_rss(command.proc.pid)
+                writer.write(build_frame(2, os.urandom(16 * 2**20)))
+                tiny = build_frame(2, b"x")
+                for _ in range(100):
+                    writer.write(tiny * 1000)
+                    await writer.drain()
+                writer.write(CLOSE_CLIENT)
+                writer.write_eof()
+                await asyncio.wait_for(target.eof.wait(), 6 * BOUND)
+                grown = peak_rss(command.proc.pid) - start
+                writer.close()
+                reading.cancel()
+            await command.stop()
+        assert len(target.received) == len(request()) + 16 * 2**20 + 14 + 100_000 * 7 + len(CLOSE_CLIENT)
+        # The relay's buffers, one piece's frames while they are looked at, the kept frames and
+        # the view's pending updates: a few MiB, not 16, nor 100,000 frames.
+        assert grown < 8 * 2**20, grown  # 2.3 MiB measured
 
     run(main(), bound=12 * BOUND)
 
@@ -661,31 +688,18 @@ def test_parse_target_defaults_the_port_by_scheme():
 
 def test_the_command_prints_where_to_connect_relays_and_stops_on_sigterm():
     async def main():
-        async with serve(echo, "127.0.0.1", 0) as srv:
-            port = srv.sockets[0].getsockname()[1]
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "common", "inspect", "-v", f"ws://127.0.0.1:{port}", "--port", "0",
-                "--view-port", "0", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            try:
-                first = (await asyncio.wait_for(proc.stdout.readline(), BOUND)).decode()
-                assert first.startswith("relaying ws://127.0.0.1:") and f"to ws://127.0.0.1:{port}" in first
-                relay = int(first.split(":")[2].split("/")[0])
-                second = (await proc.stdout.readline()).decode()
-                assert f"?port={relay}" in second
-                third = (await proc.stdout.readline()).decode()
-                assert third.startswith("the view: open http://localhost:")
-                async with connect(f"ws://127.0.0.1:{relay}/") as ws:
-                    await ws.send("through the inspector")
-                    assert await asyncio.wait_for(ws.recv(), BOUND) == "through the inspector"
-                proc.terminate()
-                out, err = await asyncio.wait_for(proc.communicate(), BOUND)
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-        assert proc.returncode == 0
-        assert "server stopped" in out.decode() and "Traceback" not in err.decode()
-        assert "> TEXT 'through the inspector' [21 bytes]" in err.decode()   # the wire view's line
+        async with serving(echo) as srv, inspector_command(srv.port, "-v") as command:
+            first, second, third = command.lines
+            assert first.startswith("relaying ws://127.0.0.1:") and f"to ws://127.0.0.1:{srv.port}" in first
+            assert f"?port={command.relay}" in second
+            assert third.startswith("the view: open http://localhost:")
+            async with connect(f"ws://127.0.0.1:{command.relay}/") as ws:
+                await ws.send("through the inspector")
+                assert await asyncio.wait_for(ws.recv(), BOUND) == "through the inspector"
+            out, err = await command.stop()
+        assert command.proc.returncode == 0
+        assert "server stopped" in out and "Traceback" not in err
+        assert "> TEXT 'through the inspector' [21 bytes]" in err   # the wire view's line
 
     run(main())
 
@@ -731,25 +745,14 @@ def test_vv_writes_the_wire_view_that_explain_reads_both_ways():
     """``inspect -vv`` logs handshake headers and frame bytes as the client's wire view: explain reads it."""
 
     async def main():
-        async with serving(echo, compression="deflate") as srv:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "common", "inspect", "-vv", f"ws://127.0.0.1:{srv.port}", "--port", "0",
-                "--view-port", "0", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            try:
-                first = await asyncio.wait_for(proc.stdout.readline(), BOUND)
-                relay = int(first.split(b":")[2].split(b"/")[0])
-                async with connect(f"ws://127.0.0.1:{relay}/", compression="deflate") as ws:
-                    # Compressed (over 128 bytes), and the second refers back to the first.
-                    for message in ("GET_TIME " * 20, "GET_TIME " * 20):
-                        await ws.send(message)
-                        assert await asyncio.wait_for(ws.recv(), BOUND) == message
-                proc.terminate()
-                _, err = await asyncio.wait_for(proc.communicate(), BOUND)
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-        return err.decode()
+        async with serving(echo, compression="deflate") as srv, inspector_command(srv.port, "-vv") as command:
+            async with connect(f"ws://127.0.0.1:{command.relay}/", compression="deflate") as ws:
+                # Compressed (over 128 bytes), and the second refers back to the first.
+                for message in ("GET_TIME " * 20, "GET_TIME " * 20):
+                    await ws.send(message)
+                    assert await asyncio.wait_for(ws.recv(), BOUND) == message
+            _, err = await command.stop()
+        return err
 
     log = run(main())
     assert "Sec-WebSocket-Extensions: permessage-deflate" in log and "     frame c1 " in log
