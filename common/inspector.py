@@ -150,14 +150,13 @@ class Inspector:
     target (default: the system's trusted certificates).
     """
 
-    def __init__(self, target: Target, *, ssl_context: ssl.SSLContext | None = None,
-                 relay_url: str = "", page: bytes | None = None) -> None:
+    def __init__(self, target: Target, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.target = target
         self.ssl_context = (ssl_context or ssl.create_default_context()) if target.secure else None
-        self.relay_url = relay_url
-        self.relay_port = 0             # the ports bound, once listening (see inspecting)
+        self.relay_url = ""             # where clients connect, and the ports bound, once listening
+        self.relay_port = 0             # (see inspecting)
         self.view_port = 0
-        self.page = page if page is not None else resources.files(__package__).joinpath("inspector.html").read_bytes()
+        self.page = resources.files(__package__).joinpath("inspector.html").read_bytes()
         self.connections: OrderedDict[int, Relayed] = OrderedDict()
         self.viewers: set[ServerConnection] = set()
         self._ids = itertools.count(1)
@@ -446,7 +445,8 @@ class _Leg(asyncio.Protocol):
     to write than its high-water mark, this leg stops reading (TCP then
     pushes back on its peer), and reads again once that drained. An end of
     TCP (FIN) is passed on as one (TLS, which has no half-close, closes
-    instead); a reset, or the loss of either leg, resets the other.
+    instead); a leg reset resets the other, a leg closed closes the other
+    once its writes are out.
     """
 
     def __init__(self, inspector: Inspector, side: str, other: _Leg | None = None) -> None:
