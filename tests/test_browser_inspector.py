@@ -113,6 +113,18 @@ def wait_frame(view, side: str, payload: str) -> str:
     return selector
 
 
+def select_connection(view, id: str) -> None:
+    """Click a connection's row, as a person would while frames pass, and see it selected.
+
+    Its counts change with every frame: the page updates the row in place, so
+    that a click pressed on it is not lost to a row replaced under the pointer.
+    """
+    row = f"#connections tbody tr[data-id=\"{id}\"]"
+    view.click(row)
+    view.wait_for(f"document.querySelector('{row}.selected') !== null", timeout=TIMEOUT,
+                  message=f"a click on connection {id} did not select it")
+
+
 def test_the_view_shows_test2_s_masked_request_and_unmasked_answer(open_tab, screenshots, tmp_path) -> None:
     """test2's page through the inspector: the connection, its handshake, GET_TIME masked, the answer not."""
     with running_stage("test2", tmp_path=tmp_path) as server, inspecting(server.port) as inspector:
@@ -164,10 +176,10 @@ def test_test9_s_dashboard_works_through_the_inspector(open_tab, screenshots, tm
         assert all(ids.values()), rows
         assert any("HTTP" in text and "/stream_data/" not in text and "/commands/" not in text for _, text in rows), \
             rows                                         # the page itself came through as plain HTTP
-        view.click(f"#connections tbody tr[data-id=\"{ids['/commands/']}\"]")
+        select_connection(view, ids["/commands/"])
         wait_frame(view, "client", "START")
         wait_frame(view, "server", "OK: acquisition started")
-        view.click(f"#connections tbody tr[data-id=\"{ids['/stream_data/']}\"]")
+        select_connection(view, ids["/stream_data/"])
         wait_frame(view, "server", "SENSOR,")
         save_screenshot(view, screenshots, "inspector-test9")
 
